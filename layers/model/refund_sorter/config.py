@@ -1,0 +1,52 @@
+"""The one settings object, read from the environment (prefix ``REFUND_SORTER_``).
+
+Lambda functions get these from the SAM template's environment; the CLI and the local stack from the shell.
+``get_settings()`` builds it once per process; tests call ``get_settings.cache_clear()`` after changing env.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DATA_DIR = Path(__file__).parent / "data"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REFUND_SORTER_", frozen=True)
+
+    # Classification
+    confidence_threshold: float = Field(0.6, ge=0, le=1, description="Below this category confidence: needs_review")
+    top_k: int = Field(5, ge=1, le=20, description="How many ImageNet labels a Result lists")
+    model_path: Path = Field(DATA_DIR / "efficientnet_lite0.onnx", description="The ONNX classifier")
+    batch_size: int = Field(16, ge=1, le=256, description="Images per onnxruntime call")
+    intra_op_threads: int = Field(0, ge=0, description="onnxruntime threads; 0 = one per core")
+
+    # Limits on what we accept
+    max_image_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Largest photo file accepted, in bytes")
+    max_image_pixels: int = Field(64_000_000, gt=0, description="Largest photo accepted, in pixels (50 MP phones)")
+
+    # Fetching URLs (the API fetches what strangers name)
+    fetch_connect_timeout: float = Field(3.0, gt=0, description="Seconds to connect to a URL's host")
+    fetch_read_timeout: float = Field(10.0, gt=0, description="Seconds between bytes while reading a URL")
+    fetch_max_redirects: int = Field(3, ge=0, le=10, description="Redirect hops followed, each re-checked")
+    allow_private_urls: bool = Field(False, description="Allow loopback/private hosts and any port: local stack only")
+
+    # Where things live (set by the template; the local stack sets them too)
+    bucket: str = Field("", description="S3 bucket of photos and exports")
+    table: str = Field("", description="DynamoDB table of Results")
+    incoming_prefix: str = "incoming/"
+    processed_prefix: str = "processed/"
+    failed_prefix: str = "failed/"
+    exports_prefix: str = "exports/"
+    batch_safety_seconds: float = Field(
+        30.0, ge=0, description="The batch stops taking new photos when less than this much Lambda time remains"
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

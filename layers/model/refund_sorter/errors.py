@@ -1,0 +1,66 @@
+"""Errors with stable codes.
+
+Every refusal the product makes carries an :class:`ErrorCode` (stable, machine-readable: it lands in the
+Result's ``error.code``, the CSV and the API's ``{"error": {"code", "message"}}``) and a message for people.
+Callers catch :class:`RefundSorterError`; nothing from Pillow, urllib3 or onnxruntime escapes raw.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    # The photo itself
+    EMPTY_FILE = "empty_file"
+    NOT_AN_IMAGE = "not_an_image"
+    CORRUPT_IMAGE = "corrupt_image"
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    DECOMPRESSION_BOMB = "decompression_bomb"
+    FILE_TOO_LARGE = "file_too_large"
+    # Getting the photo
+    INVALID_URL = "invalid_url"
+    BLOCKED_ADDRESS = "blocked_address"
+    FETCH_TIMEOUT = "fetch_timeout"
+    FETCH_FAILED = "fetch_failed"
+    UPSTREAM_STATUS = "upstream_status"
+    TOO_MANY_REDIRECTS = "too_many_redirects"
+    BAD_CONTENT_TYPE = "bad_content_type"
+    NOT_FOUND = "not_found"
+    # Storage and the model: ours, not the client's
+    STORAGE_ERROR = "storage_error"
+    MODEL_ERROR = "model_error"
+
+
+class RefundSorterError(Exception):
+    """Base of every error the product raises on purpose."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.code.value!r}, {self.message!r})"
+
+
+class ImageError(RefundSorterError):
+    """The bytes are not a photo we can classify."""
+
+
+class FetchError(RefundSorterError):
+    """The photo could not be fetched from where the client said it is."""
+
+
+class NotFoundError(RefundSorterError):
+    """A result, object or export that does not exist."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.NOT_FOUND, message)
+
+
+class StorageError(RefundSorterError):
+    """DynamoDB or S3 failed in a way retries did not cure."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.STORAGE_ERROR, message)

@@ -1,0 +1,158 @@
+"""Photos in, Results out: the one path every entry point (CLI, API, nightly batch) goes through.
+
+source bytes → :func:`~refund_sorter.images.load_image` → :class:`~refund_sorter.classifier.Classifier`
+→ :class:`~refund_sorter.taxonomy.Taxonomy` → :class:`~refund_sorter.results.Result`.
+
+Reading and decoding run on a small thread pool (S3 reads wait on the network; Pillow and onnxruntime
+release the GIL), while the calling thread runs inference a batch at a time, so download, decode and
+inference overlap. At most ``2 × batch_size`` photos are in flight, so memory stays bounded however many
+photos the iterable yields.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from refund_sorter.classifier import Classifier
+from refund_sorter.config import Settings, get_settings
+from refund_sorter.errors import RefundSorterError
+from refund_sorter.images import load_image, to_model_input
+from refund_sorter.results import LabelScore, Result, Status
+from refund_sorter.taxonomy import NOT_A_PRODUCT, Taxonomy
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Photo:
+    """A photo to classify: where it is from, and how to get its bytes (called on a worker thread)."""
+
+    id: str
+    source: str
+    read: Callable[[], bytes]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of a photo. ``result`` is ``None`` only when reading failed for a reason that may pass
+    (throttling, a network error): the photo is left where it is for the next run."""
+
+    photo: Photo
+    result: Result | None
+    transient_error: Exception | None = None
+
+
+class Sorter:
+    """Classifies photos into refund departments."""
+
+    def __init__(self, settings: Settings, classifier: Classifier | None = None, taxonomy: Taxonomy | None = None):
+        self.settings = settings
+        self.classifier = classifier or Classifier(settings.model_path, settings.intra_op_threads)
+        self.taxonomy = taxonomy or Taxonomy.load(settings.model_path.parent)
+        self.workers = min(8, (os.cpu_count() or 1) * 2)
+
+    @property
+    def model_version(self) -> str:
+        return self.classifier.info.version
+
+    def classify_one(self, photo: Photo) -> Result:
+        """Classify one photo; a transient read error is raised, anything the photo is to blame for is a
+        ``failed`` Result."""
+        try:
+            crop = self._decode(photo.read())
+        except RefundSorterError as exc:
+            return self._failed(photo, exc)
+        return self._classified([photo], [crop])[0]
+
+    def classify(self, photos: Iterable[Photo]) -> Iterator[Outcome]:
+        """Classify many photos in batches, yielding one Outcome per photo in input order."""
+        batch_size = self.settings.batch_size
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="decode") as pool:
+            in_flight: deque[tuple[Photo, Future[np.ndarray]]] = deque()
+            source = iter(photos)
+
+            def top_up() -> None:
+                while len(in_flight) < 2 * batch_size and (photo := next(source, None)) is not None:
+                    in_flight.append((photo, pool.submit(self._read_and_decode, photo)))
+
+            top_up()
+            while in_flight:
+                chunk = [in_flight.popleft() for _ in range(min(batch_size, len(in_flight)))]
+                top_up()  # keep the workers busy while this chunk runs through the model
+                yield from self._classify_chunk(chunk)
+
+    def _classify_chunk(self, chunk: list[tuple[Photo, Future[np.ndarray]]]) -> Iterator[Outcome]:
+        outcomes: list[Outcome | None] = []
+        ready: list[tuple[int, Photo, np.ndarray]] = []
+        for photo, future in chunk:
+            try:
+                ready.append((len(outcomes), photo, future.result()))
+                outcomes.append(None)
+            except RefundSorterError as exc:
+                outcomes.append(Outcome(photo, self._failed(photo, exc)))
+            except Exception as exc:  # noqa: BLE001 - the read's own error (S3, network): retry next run
+                logger.warning("could not read %s, leaving it for the next run: %r", photo.source, exc)
+                outcomes.append(Outcome(photo, None, exc))
+        if ready:
+            results = self._classified([p for _, p, _ in ready], [c for _, _, c in ready])
+            for (position, photo, _), result in zip(ready, results, strict=True):
+                outcomes[position] = Outcome(photo, result)
+        yield from (o for o in outcomes if o is not None)
+
+    def _read_and_decode(self, photo: Photo) -> np.ndarray:
+        return self._decode(photo.read())
+
+    def _decode(self, data: bytes) -> np.ndarray:
+        return load_image(data, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels)
+
+    def _failed(self, photo: Photo, error: RefundSorterError) -> Result:
+        return Result.from_error(id=photo.id, source=photo.source, error=error, model_version=self.model_version)
+
+    def _classified(self, photos: list[Photo], crops: list[np.ndarray]) -> list[Result]:
+        class_probs = self.classifier.probabilities(to_model_input(crops))
+        department_probs = self.taxonomy.department_probabilities(class_probs)
+        labels = self.classifier.info.labels
+        departments = self.taxonomy.department_ids
+        top_k = self.settings.top_k
+        results = []
+        for photo, probs, dept_probs in zip(photos, class_probs, department_probs, strict=True):
+            best = np.argsort(probs)[::-1][:top_k]
+            department = departments[int(dept_probs.argmax())]
+            confidence = _probability(dept_probs.max())
+            sure = department != NOT_A_PRODUCT and confidence >= self.settings.confidence_threshold
+            results.append(
+                Result(
+                    id=photo.id,
+                    source=photo.source,
+                    status=Status.CLASSIFIED if sure else Status.NEEDS_REVIEW,
+                    prediction=department,
+                    confidence=confidence,
+                    label=labels[best[0]],
+                    label_confidence=_probability(probs[best[0]]),
+                    top_k=[LabelScore(label=labels[i], confidence=_probability(probs[i])) for i in best],
+                    model_version=self.model_version,
+                )
+            )
+        return results
+
+
+def _probability(value: np.floating | float) -> float:
+    # Six decimals: float32 noise beyond that only makes CSVs and API bodies harder to read.
+    return min(1.0, max(0.0, round(float(value), 6)))
+
+
+@lru_cache(maxsize=1)
+def get_sorter() -> Sorter:
+    """The process-wide Sorter (and so one onnxruntime session), built on first use."""
+    return Sorter(get_settings())

@@ -1,0 +1,29 @@
+"""Shared fixtures. Tests build their odd images with Pillow; real photos come from wheels (tests/photos.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from refund_sorter.config import Settings, get_settings
+from refund_sorter.pipeline import Sorter, get_sorter
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings() -> Iterator[None]:
+    """Settings are read once per process; a test that changes the environment must see its change."""
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def sorter() -> Sorter:
+    """One Sorter (one onnxruntime session) for the whole run, with the default settings."""
+    return get_sorter()
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings()

@@ -1,0 +1,141 @@
+"""A corpus of odd and hostile photos, generated with Pillow (no files on disk), with what each must give.
+
+Used by the loader's unit tests and, through the CLI, the API and the batch, by the end-to-end tests: every
+case must come out as a Result (``expect="ok"``) or as a ``failed`` Result with the given error code.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+from PIL import Image
+
+from tests.photos import encode, photo_image
+
+
+@dataclass(frozen=True)
+class OddImage:
+    name: str
+    filename: str
+    data: bytes
+    expect: str  # "ok" or the ErrorCode value
+
+
+# What Image.transpose must do to upright pixels so that a viewer honouring EXIF orientation N shows them
+# upright again (the inverse of what ImageOps.exif_transpose applies).
+ORIENTATION_INVERSE = {
+    1: None,
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_90,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_270,
+}
+
+
+def with_orientation(image: Image.Image, orientation: int, quality: int = 92) -> bytes:
+    """A JPEG whose pixels are stored turned, with the EXIF tag that turns them back."""
+    inverse = ORIENTATION_INVERSE[orientation]
+    stored = image.transpose(inverse) if inverse is not None else image
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return encode(stored, "JPEG", quality=quality, exif=exif.tobytes())
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A few hundred bytes that claim 10 gigapixels: the header says so, the data is a compressed trickle."""
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit greyscale
+    rows = zlib.compress(b"\x00" * (width // 8 + 1) * 4, 9)
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", rows) + _png_chunk(b"IEND", b"")
+
+
+def gif_huge_dimensions() -> bytes:
+    """A valid small GIF whose logical screen claims 65535×65535."""
+    data = bytearray(encode(Image.new("P", (8, 8)), "GIF"))
+    data[6:10] = struct.pack("<HH", 65535, 65535)
+    return bytes(data)
+
+
+def animated_gif(base: Image.Image) -> bytes:
+    frames = [base.convert("P", palette=Image.Palette.ADAPTIVE)] + [
+        Image.new("P", base.size, i * 40) for i in range(1, 4)
+    ]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    return buffer.getvalue()
+
+
+def palette_with_transparency(base: Image.Image) -> bytes:
+    palette = base.convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
+    return encode(palette, "PNG", transparency=0)
+
+
+def sixteen_bit_png(base: Image.Image) -> bytes:
+    grey = np.asarray(base.convert("L"), dtype=np.uint16) * 257  # full 16-bit range
+    return encode(Image.fromarray(grey), "PNG")  # uint16 → mode I;16
+
+
+def cmyk_jpeg(base: Image.Image) -> bytes:
+    return encode(base.convert("CMYK"), "JPEG", quality=90)
+
+
+def rgba_png(base: Image.Image) -> bytes:
+    rgba = base.convert("RGBA")
+    alpha = Image.linear_gradient("L").resize(base.size)
+    rgba.putalpha(alpha)
+    return encode(rgba, "PNG")
+
+
+@cache
+def odd_images() -> tuple[OddImage, ...]:
+    coffee = photo_image("skimage/coffee")  # 600×400, top-1 'espresso'
+    jpeg = encode(coffee, "JPEG", quality=90)
+    cases = [
+        OddImage("jpeg", "coffee.jpg", jpeg, "ok"),
+        OddImage("upper-case extension", "COFFEE.JPG", jpeg, "ok"),
+        OddImage("jpeg extension", "coffee.jpeg", jpeg, "ok"),
+        OddImage("progressive jpeg", "progressive.jpg", encode(coffee, "JPEG", progressive=True), "ok"),
+        OddImage("png", "coffee.png", encode(coffee, "PNG"), "ok"),
+        OddImage("png named .jpg", "wrong-extension.jpg", encode(coffee, "PNG"), "ok"),
+        OddImage("gif", "coffee.gif", encode(coffee, "GIF"), "ok"),
+        OddImage("animated gif", "animated.gif", animated_gif(coffee), "ok"),
+        OddImage("webp", "coffee.webp", encode(coffee, "WEBP"), "ok"),
+        OddImage("bmp", "coffee.bmp", encode(coffee, "BMP"), "ok"),
+        OddImage("tiff", "coffee.tiff", encode(coffee, "TIFF"), "ok"),
+        OddImage("cmyk jpeg", "cmyk.jpg", cmyk_jpeg(coffee), "ok"),
+        OddImage("16-bit png", "sixteen.png", sixteen_bit_png(coffee), "ok"),
+        OddImage("palette with transparency", "palette.png", palette_with_transparency(coffee), "ok"),
+        OddImage("rgba png", "alpha.png", rgba_png(coffee), "ok"),
+        OddImage("greyscale jpeg", "grey.jpg", encode(coffee.convert("L"), "JPEG"), "ok"),
+        OddImage("1-bit bmp", "mono.bmp", encode(coffee.convert("1"), "BMP"), "ok"),
+        OddImage("1x1 pixel", "tiny.png", encode(Image.new("RGB", (1, 1), (200, 10, 10)), "PNG"), "ok"),
+        OddImage("extreme aspect ratio", "strip.png", encode(coffee.resize((4000, 6)), "PNG"), "ok"),
+        OddImage("polyglot jpeg+html", "polyglot.jpg", jpeg + b"<html><script>alert(1)</script></html>", "ok"),
+        *(OddImage(f"exif orientation {o}", f"orient{o}.jpg", with_orientation(coffee, o), "ok") for o in range(1, 9)),
+        OddImage("zero bytes", "empty.jpg", b"", "empty_file"),
+        OddImage("html named .jpg", "page.jpg", b"<!doctype html><html><body>hello</body></html>", "not_an_image"),
+        OddImage("random bytes", "noise.png", bytes(np.random.default_rng(7).integers(0, 256, 4096, np.uint8)),
+                 "not_an_image"),
+        OddImage("truncated jpeg", "truncated.jpg", jpeg[: len(jpeg) // 2], "corrupt_image"),
+        OddImage("truncated png", "truncated.png", encode(coffee, "PNG")[:5000], "corrupt_image"),
+        OddImage("jpeg header only", "header.jpg", b"\xff\xd8\xff\xe0" + b"\x00" * 64, "corrupt_image"),
+        OddImage("decompression bomb png", "bomb.png", png_bomb(), "decompression_bomb"),
+        OddImage("huge-dimension gif", "huge.gif", gif_huge_dimensions(), "decompression_bomb"),
+        OddImage("svg", "vector.svg", b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"/>',
+                 "unsupported_format"),
+        OddImage("photoshop", "layers.psd", b"8BPS\x00\x01" + b"\x00" * 64, "unsupported_format"),
+        OddImage("heic", "iphone.heic", b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00" + b"\x00" * 64,
+                 "unsupported_format"),
+    ]
+    return tuple(cases)
