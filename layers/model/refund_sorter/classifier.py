@@ -29,11 +29,10 @@ class ModelInfo:
 
     name: str
     version: str
-    labels: tuple[str, ...]
 
     @classmethod
     def from_model_path(cls, model_path: Path) -> ModelInfo:
-        """Read model.json and the labels next to ``model_path``.
+        """Read model.json next to ``model_path``.
 
         The version is the file's content hash, so a Result names exactly the weights that produced it.
         model.json records the hash of each file ``make model`` writes (hashing 19 MB at every cold start
@@ -41,13 +40,12 @@ class ModelInfo:
         """
         data_dir = model_path.parent
         meta = json.loads((data_dir / "model.json").read_text(encoding="utf-8"))
-        labels = tuple(json.loads((data_dir / "imagenet_labels.json").read_text(encoding="utf-8")))
         known = meta.get("files", {}).get(model_path.name) or (
             meta["sha256"] if model_path.name == meta.get("file", "efficientnet_lite0.onnx") else None
         )
         digest = known or hashlib.sha256(model_path.read_bytes()).hexdigest()
         stem = model_path.name.removesuffix(".onnx").replace("efficientnet_lite0", meta["name"]).replace("_", "-")
-        return cls(name=meta["name"], version=f"{stem}-{digest[:12]}", labels=labels)
+        return cls(name=meta["name"], version=f"{stem}-{digest[:12]}")
 
 
 class Classifier:
@@ -56,7 +54,7 @@ class Classifier:
     Parameters
     ----------
     model_path
-        The ``.onnx`` file; ``model.json`` and ``imagenet_labels.json`` sit next to it.
+        The ``.onnx`` file; ``model.json`` sits next to it.
     intra_op_threads
         onnxruntime's thread count; 0 lets it use one per core.
     """

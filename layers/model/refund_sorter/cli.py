@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from refund_sorter.nightly import BatchReport
     from refund_sorter.results import Result
+    from refund_sorter.template import Template
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -33,6 +35,26 @@ def _parser() -> argparse.ArgumentParser:
     classify.add_argument("inputs", nargs="+", metavar="PATH|URL")
     classify.add_argument("--json", action="store_true", help="print one Result JSON per line")
     classify.set_defaults(run=_classify)
+
+    local = commands.add_parser("local", help="run the embedded stack (moto :5000, API :3000) in the foreground")
+    local.set_defaults(run=_local)
+
+    upload = commands.add_parser("upload", help="upload a folder's photos to the bucket's incoming/")
+    upload.add_argument("folder", type=Path, metavar="DIR")
+    upload.set_defaults(run=_upload)
+
+    batch = commands.add_parser("batch", help="run the nightly batch now, with a progress bar")
+    batch.set_defaults(run=_batch)
+
+    export = commands.add_parser("export", help="a day's results as CSV")
+    export.add_argument("--date", required=True, metavar="YYYY-MM-DD")
+    export.add_argument("--out", type=Path, metavar="FILE", help="write here instead of standard output")
+    export.set_defaults(run=_export)
+
+    invoke = commands.add_parser("invoke", help="run a function's handler with an event, like sam local invoke")
+    invoke.add_argument("function", metavar="FUNCTION", help="the template's logical id, e.g. BatchFunction")
+    invoke.add_argument("--event", type=Path, required=True, metavar="FILE")
+    invoke.set_defaults(run=_invoke)
     return parser
 
 
@@ -60,6 +82,117 @@ def _classify(args: argparse.Namespace) -> int:
     if not args.json:
         print_results(results)
     return 1 if any(r.status == "failed" for r in results) else 0
+
+
+def _aws_context(function: str = "BatchFunction") -> Template:
+    """The endpoint the environment names (the local stack by default) and the function's environment."""
+    from refund_sorter.local import apply_function_environment, use_local_aws
+    from refund_sorter.template import Template
+
+    use_local_aws()
+    template = Template()
+    apply_function_environment(template, function)
+    return template
+
+
+def _local(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from refund_sorter.local import LocalStack
+    from refund_sorter.template import Template
+
+    stack = LocalStack(Template()).start()
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    print(f"moto (S3, DynamoDB) on {stack.moto_url}; API on {stack.api_url} (Swagger UI at {stack.api_url}/swagger)")
+    print(f"export AWS_ENDPOINT_URL={stack.moto_url}   # for the AWS CLI; Ctrl-C stops", flush=True)
+    try:
+        stopped.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stack.stop()
+    return 0
+
+
+def _upload(args: argparse.Namespace) -> int:
+    from refund_sorter.bucket import PhotoBucket
+    from refund_sorter.config import get_settings
+
+    _aws_context()
+    bucket = PhotoBucket(get_settings())
+    files = sorted(p for p in args.folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    for path in files:
+        key = bucket.settings.incoming_prefix + path.relative_to(args.folder).as_posix()
+        bucket.client.upload_file(str(path), bucket.name, key)
+        print(f"{path} -> {bucket.uri(key)}")
+    print(f"{len(files)} photos uploaded")
+    return 0
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from refund_sorter.bucket import PhotoBucket
+    from refund_sorter.config import get_settings
+    from refund_sorter.nightly import run_nightly
+    from refund_sorter.pipeline import get_sorter
+    from refund_sorter.store import DynamoResultStore
+
+    _aws_context()
+    settings = get_settings()
+    bucket = PhotoBucket(settings)
+    store = DynamoResultStore(settings.table)
+    waiting = sum(1 for _ in bucket.incoming())
+    results: list[Result] = []
+
+    columns = (TextColumn("classifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns) as progress:
+        task = progress.add_task("batch", total=waiting)
+
+        def advance(report: BatchReport, result: Result | None) -> None:
+            progress.advance(task)
+            if result is not None:
+                results.append(result)
+
+        report = run_nightly(get_sorter(), store, bucket, on_result=advance)
+    print_results(results)
+    print(
+        f"classified {report.classified}, needs review {report.needs_review}, failed {report.failed}, "
+        f"already done {report.already_done}, left for next run {report.deferred} in {report.seconds:.1f} s"
+    )
+    print(f"export: {bucket.uri(report.export_key or '')} ({report.export_rows} rows)")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from refund_sorter.config import get_settings
+    from refund_sorter.export import csv_lines
+    from refund_sorter.service import parse_day
+    from refund_sorter.store import DynamoResultStore
+
+    _aws_context()
+    lines = csv_lines(DynamoResultStore(get_settings().table).by_day(parse_day(args.date)))
+    if args.out is None:
+        sys.stdout.writelines(line.removeprefix("\ufeff") for line in lines)
+        return 0
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("w", encoding="utf-8", newline="") as out:
+        rows = sum(1 for line in lines if out.write(line)) - 1
+    print(f"{args.out} ({rows} rows)")
+    return 0
+
+
+def _invoke(args: argparse.Namespace) -> int:
+    import json
+
+    from refund_sorter.local import invoke
+
+    template = _aws_context(args.function)
+    reply = invoke(template, args.function, json.loads(args.event.read_text(encoding="utf-8")))
+    print(json.dumps(reply, indent=2, default=str))
+    return 0
 
 
 def print_results(results: Sequence[Result]) -> None:

@@ -27,6 +27,8 @@ class ErrorCode(StrEnum):
     TOO_MANY_REDIRECTS = "too_many_redirects"
     BAD_CONTENT_TYPE = "bad_content_type"
     NOT_FOUND = "not_found"
+    # The request itself
+    INVALID_REQUEST = "invalid_request"
     # Storage and the model: ours, not the client's
     STORAGE_ERROR = "storage_error"
     MODEL_ERROR = "model_error"
@@ -64,3 +66,10 @@ class StorageError(RefundSorterError):
 
     def __init__(self, message: str) -> None:
         super().__init__(ErrorCode.STORAGE_ERROR, message)
+
+
+class InvalidRequestError(RefundSorterError):
+    """The client asked for something malformed (a bad date, an unknown department, a bad page token)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.INVALID_REQUEST, message)

@@ -122,7 +122,7 @@ class Sorter:
     def _classified(self, photos: list[Photo], crops: list[np.ndarray]) -> list[Result]:
         class_probs = self.classifier.probabilities(to_model_input(crops))
         department_probs = self.taxonomy.department_probabilities(class_probs)
-        labels = self.classifier.info.labels
+        labels = self.taxonomy.labels
         departments = self.taxonomy.department_ids
         top_k = self.settings.top_k
         results = []

@@ -59,6 +59,7 @@ class Result(BaseModel):
     model_version: str
     timestamp: UtcTimestamp = Field(default_factory=utc_now)
     error: ResultError | None = Field(None, description="Only for status failed")
+    reviewed_at: UtcTimestamp | None = Field(None, description="When a person set the department (status reviewed)")
 
     @classmethod
     def from_error(cls, *, id: str, source: str, error: RefundSorterError, model_version: str) -> Result:

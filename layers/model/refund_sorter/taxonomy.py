@@ -1,4 +1,6 @@
-"""ImageNet class → refund department, from the human-editable ``data/taxonomy.csv``.
+"""ImageNet class → label and refund department, from the human-editable ``data/taxonomy.csv``.
+
+The CSV is the one list of the model's 1000 classes (index, WordNet id, readable unique label, department).
 
 A department's confidence is the sum of the probabilities of its classes, so "some kind of shoe" can be
 certain even when the model hesitates between 'running shoe' and 'sandal'.
@@ -29,8 +31,11 @@ class Department:
 class Taxonomy:
     """Maps class probabilities to department probabilities with one matrix product."""
 
-    def __init__(self, departments: tuple[Department, ...], class_departments: tuple[str, ...]) -> None:
+    def __init__(
+        self, departments: tuple[Department, ...], labels: tuple[str, ...], class_departments: tuple[str, ...]
+    ) -> None:
         self.departments = departments
+        self.labels = labels
         self.class_departments = class_departments
         index = {d.id: i for i, d in enumerate(departments)}
         unknown = sorted(set(class_departments) - set(index))
@@ -49,7 +54,7 @@ class Taxonomy:
             rows = sorted(csv.DictReader(f), key=lambda row: int(row["class_index"]))
         if [int(r["class_index"]) for r in rows] != list(range(len(rows))):
             raise ValueError("taxonomy.csv must list every class index exactly once")
-        return cls(departments, tuple(r["department"] for r in rows))
+        return cls(departments, tuple(r["label"] for r in rows), tuple(r["department"] for r in rows))
 
     @property
     def department_ids(self) -> tuple[str, ...]:

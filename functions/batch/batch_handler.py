@@ -1,0 +1,57 @@
+"""The nightly batch (EventBridge schedule) and the optional classify-on-upload path (S3 ObjectCreated).
+
+Orchestration only: the work is :func:`refund_sorter.nightly.run_nightly`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_plus
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
+from refund_sorter.bucket import PhotoBucket
+from refund_sorter.config import get_settings
+from refund_sorter.nightly import classify_uploaded, run_nightly
+from refund_sorter.pipeline import get_sorter
+from refund_sorter.store import DynamoResultStore
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+
+@logger.inject_lambda_context(log_event=False)
+@metrics.log_metrics(capture_cold_start_metric=True)
+@tracer.capture_lambda_handler(capture_response=False)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    settings = get_settings()
+    report = run_nightly(
+        get_sorter(),
+        DynamoResultStore(settings.table),
+        PhotoBucket(settings),
+        seconds_left=lambda: context.get_remaining_time_in_millis() / 1000,
+    )
+    for name in ("classified", "needs_review", "failed", "deferred", "already_done"):
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=getattr(report, name))
+    metrics.add_metric(name="seconds", unit=MetricUnit.Seconds, value=report.seconds)
+    logger.info("nightly batch done", extra=report.as_dict())
+    return report.as_dict()
+
+
+@logger.inject_lambda_context(log_event=False)
+@metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)
+@event_source(data_class=S3Event)
+def on_upload(event: S3Event, context: LambdaContext) -> dict[str, Any]:
+    settings = get_settings()
+    keys = [unquote_plus(record.s3.get_object.key) for record in event.records]
+    report = classify_uploaded(get_sorter(), DynamoResultStore(settings.table), PhotoBucket(settings), keys)
+    for name in ("classified", "needs_review", "failed"):
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=getattr(report, name))
+    logger.info("uploaded photos classified", extra=report.as_dict())
+    return report.as_dict()

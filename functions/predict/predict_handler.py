@@ -1,0 +1,150 @@
+"""API Gateway → refund-sorter. Routes only: each one translates HTTP to one PredictionService call.
+
+Errors map to HTTP in one place (the exception handlers below): what the client sent is always a 4xx with
+``{"error": {"code", "message"}}``; only our own failures (storage, model) are 5xx, and never with a trace.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Annotated, Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+from refund_sorter.errors import (
+    ErrorCode,
+    FetchError,
+    ImageError,
+    InvalidRequestError,
+    NotFoundError,
+    RefundSorterError,
+)
+from refund_sorter.results import Result
+from refund_sorter.service import (
+    DayParam,
+    DepartmentOut,
+    Health,
+    PredictionPage,
+    PredictionRequest,
+    ReviewRequest,
+    get_service,
+)
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+app = APIGatewayRestResolver(enable_validation=True)
+app.enable_swagger(
+    path="/swagger", title="refund-sorter", description="Sorts photos of returned items into departments"
+)
+
+IdParam = Annotated[str, Path(min_length=1, max_length=64, description="The prediction's id")]
+
+
+@app.get("/health", summary="Liveness; does not load the model")
+def health() -> Health:
+    return Health(model_version=get_service().sorter.model_version)
+
+
+@app.post("/predictions", summary="Classify a photo by URL, S3 key or base64 bytes")
+def create_prediction(request: PredictionRequest) -> Response[Result]:
+    result, created = get_service().predict(request)
+    metrics.add_metric(name=f"api_{result.status.value}", unit=MetricUnit.Count, value=1)
+    logger.info("prediction", extra={"id": result.id, "status": result.status, "prediction": result.prediction})
+    status = HTTPStatus.CREATED if created else HTTPStatus.OK
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=result)
+
+
+@app.get("/predictions/<id>", summary="One prediction")
+def get_prediction(id: IdParam) -> Result:
+    return get_service().get(id)
+
+
+@app.get("/predictions", summary="A day's predictions, oldest first, paged")
+def list_predictions(
+    date: Annotated[DayParam, Query(description="UTC day, YYYY-MM-DD")],
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    next_token: Annotated[str | None, Query(max_length=2048)] = None,
+) -> PredictionPage:
+    return get_service().list_day(date, limit, next_token)
+
+
+@app.patch("/predictions/<id>", summary="A person decides the department: status becomes reviewed")
+def review_prediction(id: IdParam, review: ReviewRequest) -> Result:
+    return get_service().review(id, review)
+
+
+@app.get("/exports/<date>", summary="The day's results as CSV (a presigned link when large)")
+def get_export(date: Annotated[DayParam, Path()]) -> Response[str]:
+    body, link = get_service().export(date)
+    if link is not None:
+        return Response(status_code=HTTPStatus.SEE_OTHER, headers={"Location": link}, body="")
+    return Response(
+        status_code=HTTPStatus.OK,
+        content_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="refund-sorter-{date}.csv"'},
+        body=(body or b"").decode("utf-8"),
+    )
+
+
+@app.get("/departments", summary="The departments a prediction can name")
+def list_departments() -> list[DepartmentOut]:
+    return get_service().departments()
+
+
+def _error(status: HTTPStatus, code: str, message: str) -> Response[dict[str, Any]]:
+    return Response(
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body={"error": {"code": code, "message": message}},
+    )
+
+
+@app.exception_handler(RequestValidationError)
+def _invalid_request(exc: RequestValidationError) -> Response[dict[str, Any]]:
+    problems = "; ".join(
+        f"{'.'.join(str(part) for part in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in exc.errors()
+    )
+    return _error(HTTPStatus.UNPROCESSABLE_ENTITY, ErrorCode.INVALID_REQUEST, problems or "invalid request")
+
+
+@app.exception_handler(RefundSorterError)
+def _refused(exc: RefundSorterError) -> Response[dict[str, Any]]:
+    if isinstance(exc, NotFoundError):
+        status = HTTPStatus.NOT_FOUND
+    elif isinstance(exc, InvalidRequestError):
+        status = HTTPStatus.BAD_REQUEST
+    elif exc.code is ErrorCode.FILE_TOO_LARGE:
+        status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    elif isinstance(exc, ImageError | FetchError):
+        status = HTTPStatus.UNPROCESSABLE_ENTITY
+    else:  # storage or model: ours, not the client's
+        logger.exception("internal failure")
+        status = HTTPStatus.SERVICE_UNAVAILABLE
+    return _error(status, exc.code, exc.message)
+
+
+@app.not_found
+def _no_route(exc: Exception) -> Response[dict[str, Any]]:
+    event = app.current_event
+    return _error(HTTPStatus.NOT_FOUND, ErrorCode.NOT_FOUND, f"no route {event.http_method} {event.path}")
+
+
+@app.exception_handler(Exception)
+def _unexpected(exc: Exception) -> Response[dict[str, Any]]:
+    logger.exception("unexpected failure")
+    return _error(HTTPStatus.INTERNAL_SERVER_ERROR, "internal_error", "something went wrong on our side; it is logged")
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

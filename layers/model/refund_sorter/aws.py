@@ -1,0 +1,44 @@
+"""boto3 clients, made once per process with the retry policy the product relies on.
+
+Adaptive retry mode backs off on throttling (S3 SlowDown, DynamoDB ProvisionedThroughputExceeded) and
+rate-limits the client itself, so a nightly batch that hits a throttled table slows down instead of failing.
+boto3 honours ``AWS_ENDPOINT_URL``, which is how the same code talks to moto locally.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from botocore.config import Config
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_s3 import S3Client
+
+
+def _config() -> Config:
+    from botocore.config import Config
+
+    return Config(
+        retries={"mode": "adaptive", "max_attempts": 8}, connect_timeout=5, read_timeout=30, max_pool_connections=32
+    )
+
+
+@cache
+def s3_client() -> S3Client:
+    import boto3
+
+    return boto3.session.Session().client("s3", config=_config())
+
+
+@cache
+def dynamodb_client() -> DynamoDBClient:
+    import boto3
+
+    return boto3.session.Session().client("dynamodb", config=_config())
+
+
+def reset_clients() -> None:
+    """Forget cached clients (tests that switch endpoints or credentials)."""
+    s3_client.cache_clear()
+    dynamodb_client.cache_clear()

@@ -1,0 +1,167 @@
+"""The nightly job: classify everything in ``incoming/``, store one Result per photo, archive, export.
+
+Safe to run twice at once or to stop half-way: a photo's Result id derives from bucket, key and ETag, the
+write is conditional, and a photo leaves ``incoming/`` only after its Result is stored. So a run that is
+cut short, or a photo whose read failed transiently, is simply picked up by the next run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+from refund_sorter.errors import NotFoundError
+from refund_sorter.results import Status, utc_now
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+
+    from refund_sorter.bucket import PhotoBucket, StoredPhoto
+    from refund_sorter.pipeline import Photo, Sorter
+    from refund_sorter.results import Result
+    from refund_sorter.store import ResultStore
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchReport:
+    """What one run did. ``remaining`` photos were left for the next run (time budget or transient errors)."""
+
+    classified: int = 0
+    needs_review: int = 0
+    failed: int = 0
+    already_done: int = 0
+    deferred: int = 0
+    stopped_early: bool = False
+    seconds: float = 0.0
+    export_key: str | None = None
+    export_rows: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def count(self, status: Status) -> None:
+        if status is Status.FAILED:
+            self.failed += 1
+        elif status is Status.NEEDS_REVIEW:
+            self.needs_review += 1
+        else:
+            self.classified += 1
+
+    @property
+    def processed(self) -> int:
+        return self.classified + self.needs_review + self.failed
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self) | {"processed": self.processed}
+
+
+def run_nightly(
+    sorter: Sorter,
+    store: ResultStore,
+    bucket: PhotoBucket,
+    *,
+    seconds_left: Callable[[], float] = lambda: float("inf"),
+    on_result: Callable[[BatchReport, Result | None], None] | None = None,
+    day: str | None = None,
+) -> BatchReport:
+    """Classify everything in ``incoming/``, then write ``exports/<day>.csv``.
+
+    Parameters
+    ----------
+    seconds_left
+        Time left in the Lambda invocation; no new photo is started with less than
+        ``settings.batch_safety_seconds`` left, and the export is still written.
+    on_result
+        Called after each photo with the report so far and the photo's Result (``None`` if deferred).
+    day
+        The export's day (UTC); today by default.
+    """
+    started = time.monotonic()
+    report = classify_stored(sorter, store, bucket, bucket.incoming(), seconds_left=seconds_left, on_result=on_result)
+    report.export_key, report.export_rows = write_export(store, bucket, day or utc_now().date().isoformat())
+    report.seconds = round(time.monotonic() - started, 3)
+    return report
+
+
+def classify_uploaded(sorter: Sorter, store: ResultStore, bucket: PhotoBucket, keys: Iterable[str]) -> BatchReport:
+    """Classify photos minutes after they land (S3 ObjectCreated); the nightly run skips them afterwards."""
+    started = time.monotonic()
+
+    def still_waiting() -> Iterator[StoredPhoto]:
+        for key in keys:
+            if not key.startswith(bucket.settings.incoming_prefix):
+                continue
+            try:
+                yield bucket.head(key)
+            except NotFoundError:  # the nightly run (or a retry of this event) got there first
+                continue
+
+    report = classify_stored(sorter, store, bucket, still_waiting())
+    report.seconds = round(time.monotonic() - started, 3)
+    return report
+
+
+def classify_stored(
+    sorter: Sorter,
+    store: ResultStore,
+    bucket: PhotoBucket,
+    photos: Iterable[StoredPhoto],
+    *,
+    seconds_left: Callable[[], float] = lambda: float("inf"),
+    on_result: Callable[[BatchReport, Result | None], None] | None = None,
+) -> BatchReport:
+    """Classify, store (conditionally) and archive each photo; see the module docstring for why it is safe."""
+    report = BatchReport()
+    safety = sorter.settings.batch_safety_seconds
+    pending: dict[str, StoredPhoto] = {}
+
+    def not_yet_classified() -> Iterator[Photo]:
+        for stored in photos:
+            if seconds_left() < safety:
+                report.stopped_early = True
+                logger.warning("time budget nearly spent: stopping; the next run takes the rest")
+                return
+            existing = store.get(stored.result_id)
+            if existing is not None:  # classified by a run that stopped before archiving it
+                report.already_done += 1
+                bucket.archive(stored, existing.error)
+                continue
+            pending[stored.result_id] = stored
+            yield bucket.photo(stored)
+
+    for outcome in sorter.classify(not_yet_classified()):
+        stored = pending.pop(outcome.photo.id)
+        result = outcome.result
+        if result is None:
+            report.deferred += 1
+            report.errors.append(f"{outcome.photo.source}: {outcome.transient_error!r}")
+        elif not store.add(result):
+            report.already_done += 1  # a concurrent run stored it first; archiving twice is harmless
+            bucket.archive(stored, result.error)
+        else:
+            bucket.archive(stored, result.error)
+            report.count(result.status)
+        if on_result:
+            on_result(report, result)
+    return report
+
+
+def write_export(store: ResultStore, bucket: PhotoBucket, day: str) -> tuple[str, int]:
+    """Write ``exports/<day>.csv`` from the store; returns its key and row count."""
+    from refund_sorter.export import csv_file
+
+    rows = 0
+
+    def counted() -> Iterator[object]:
+        nonlocal rows
+        for result in store.by_day(day):
+            rows += 1
+            yield result
+
+    body, _size = csv_file(counted())  # type: ignore[arg-type]
+    key = f"{bucket.settings.exports_prefix}{day}.csv"
+    with body:
+        bucket.put_export(key, body)
+    return key, rows

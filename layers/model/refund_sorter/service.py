@@ -1,0 +1,171 @@
+"""What the API does, behind the predict handler's routes (which only translate HTTP to these calls)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import uuid
+from datetime import date
+from functools import cache
+from typing import TYPE_CHECKING, Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from refund_sorter.config import Settings, get_settings
+from refund_sorter.errors import ErrorCode, ImageError, InvalidRequestError, NotFoundError
+from refund_sorter.results import Result  # noqa: TC001 - pydantic needs it at runtime
+
+if TYPE_CHECKING:
+    from refund_sorter.bucket import PhotoBucket
+    from refund_sorter.pipeline import Sorter
+    from refund_sorter.store import DynamoResultStore
+
+DayParam = Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$", examples=["2026-11-25"])]
+_SAFE_KEY = re.compile(r"^[^\x00-\x1f]{1,1024}$")
+# Lambda's synchronous response limit is 6 MB; bigger exports are handed out as a presigned S3 link.
+INLINE_EXPORT_BYTES = 5 * 1024 * 1024
+
+
+class PredictionRequest(BaseModel):
+    """Exactly one of ``url``, ``s3_key`` or ``image_base64``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: (
+        Annotated[str, Field(min_length=1, max_length=2048, examples=["https://example.com/return-1234.jpg"])] | None
+    ) = None
+    s3_key: Annotated[str, Field(min_length=1, max_length=1024, examples=["incoming/return-1234.jpg"])] | None = None
+    image_base64: Annotated[str, Field(min_length=1, description="The photo's bytes, base64")] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> PredictionRequest:
+        given = [name for name in ("url", "s3_key", "image_base64") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of url, s3_key, image_base64 (got {', '.join(given) or 'none'})")
+        return self
+
+
+class ReviewRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    category: Annotated[str, Field(min_length=1, max_length=64, examples=["shoes"])]
+
+
+class PredictionPage(BaseModel):
+    date: str
+    items: list[Result]
+    next_token: str | None = Field(None, description="Pass as next_token for the next page")
+
+
+class DepartmentOut(BaseModel):
+    id: str
+    name: str
+    description: str
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    model_version: str
+
+
+def parse_day(text: str) -> str:
+    """A calendar date in ISO form; anything else is the client's mistake."""
+    try:
+        return date.fromisoformat(text).isoformat() if len(text) == 10 else _bad_day(text)
+    except ValueError:
+        return _bad_day(text)
+
+
+def _bad_day(text: str) -> str:
+    raise InvalidRequestError(f"{text!r} is not a date of the form YYYY-MM-DD")
+
+
+class PredictionService:
+    """The API's operations over one Sorter, ResultStore and PhotoBucket."""
+
+    def __init__(self, settings: Settings, sorter: Sorter, store: DynamoResultStore, bucket: PhotoBucket) -> None:
+        self.settings = settings
+        self.sorter = sorter
+        self.store = store
+        self.bucket = bucket
+
+    def predict(self, request: PredictionRequest) -> tuple[Result, bool]:
+        """Classify what the request names and store it. Returns the Result and whether it is new."""
+        from refund_sorter.sources import photo_from_bytes, photo_from_url
+
+        new_id = uuid.uuid4().hex
+        if request.url is not None:
+            photo = photo_from_url(request.url, self.settings, photo_id=new_id)
+        elif request.s3_key is not None:
+            if not _SAFE_KEY.match(request.s3_key):
+                raise InvalidRequestError("s3_key has control characters")
+            stored = self.bucket.head(request.s3_key)
+            existing = self.store.get(stored.result_id)
+            if existing is not None:
+                return existing, False
+            photo = self.bucket.photo(stored)
+        else:
+            photo = photo_from_bytes(_decode_base64(request.image_base64 or "", self.settings), "upload", new_id)
+        result = self.sorter.classify_one(photo)
+        if not self.store.add(result):
+            existing = self.store.get(result.id)
+            return (existing or result), False
+        return result, True
+
+    def get(self, result_id: str) -> Result:
+        result = self.store.get(result_id) if len(result_id) <= 64 else None
+        if result is None:
+            raise NotFoundError(f"no prediction with id {result_id}")
+        return result
+
+    def list_day(self, day: str, limit: int, next_token: str | None) -> PredictionPage:
+        day = parse_day(day)
+        items, token = self.store.page_by_day(day, limit=limit, token=next_token)
+        return PredictionPage(date=day, items=items, next_token=token)
+
+    def review(self, result_id: str, request: ReviewRequest) -> Result:
+        if request.category not in self.sorter.taxonomy.department_ids:
+            raise InvalidRequestError(
+                f"unknown category {request.category!r}; one of: {', '.join(self.sorter.taxonomy.department_ids)}"
+            )
+        return self.store.review(result_id, request.category)
+
+    def export(self, day: str) -> tuple[bytes | None, str | None]:
+        """The day's CSV: its bytes when small, else ``(None, presigned_url)`` to the stored export."""
+        from refund_sorter.export import csv_file
+
+        day = parse_day(day)
+        body, size = csv_file(self.store.by_day(day))
+        with body:
+            if size <= INLINE_EXPORT_BYTES:
+                return body.read(), None
+            key = f"{self.settings.exports_prefix}{day}.csv"
+            self.bucket.put_export(key, body)
+        return None, self.bucket.presigned_get(key)
+
+    def departments(self) -> list[DepartmentOut]:
+        return [
+            DepartmentOut(id=d.id, name=d.name, description=d.description) for d in self.sorter.taxonomy.departments
+        ]
+
+
+def _decode_base64(text: str, settings: Settings) -> bytes:
+    # A base64 string is 4/3 of the bytes: refuse an oversized one before decoding it.
+    if len(text) > settings.max_image_bytes * 4 // 3 + 4:
+        raise ImageError(ErrorCode.FILE_TOO_LARGE, f"the image is over the limit of {settings.max_image_bytes:,} bytes")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidRequestError("image_base64 is not valid base64") from exc
+
+
+@cache
+def get_service() -> PredictionService:
+    """The process-wide service; the model session itself is only created on the first classification."""
+    from refund_sorter.bucket import PhotoBucket
+    from refund_sorter.pipeline import get_sorter
+    from refund_sorter.store import DynamoResultStore
+
+    settings = get_settings()
+    return PredictionService(settings, get_sorter(), DynamoResultStore(settings.table), PhotoBucket(settings))

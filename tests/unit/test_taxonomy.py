@@ -1,0 +1,57 @@
+"""The refund taxonomy: every ImageNet class is mapped exactly once to a known department."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from refund_sorter.config import DATA_DIR
+from refund_sorter.taxonomy import NOT_A_PRODUCT, Department, Taxonomy
+
+
+@pytest.fixture(scope="module")
+def rows() -> list[dict[str, str]]:
+    with (DATA_DIR / "taxonomy.csv").open(encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_every_class_is_mapped_exactly_once_to_a_known_department(rows: list[dict[str, str]]) -> None:
+    departments = {d["id"] for d in json.loads((DATA_DIR / "departments.json").read_text(encoding="utf-8"))}
+    indices = Counter(int(r["class_index"]) for r in rows)
+    assert sorted(indices) == list(range(1000))
+    assert set(indices.values()) == {1}
+    assert {r["department"] for r in rows} <= departments
+    # and every department can actually be predicted
+    assert departments == {r["department"] for r in rows}
+
+
+def test_labels_and_wordnet_ids_are_unique(rows: list[dict[str, str]]) -> None:
+    assert len({r["label"] for r in rows}) == 1000
+    assert len({r["wnid"] for r in rows}) == 1000
+    assert rows[0]["wnid"] == "n01440764"  # tench: the standard ImageNet-1k order
+
+
+def test_department_count_and_catch_all(rows: list[dict[str, str]]) -> None:
+    taxonomy = Taxonomy.load(DATA_DIR)
+    assert 15 <= len(taxonomy.departments) - 1 <= 25
+    assert NOT_A_PRODUCT in taxonomy.department_ids
+    by_label = {r["label"]: r["department"] for r in rows}
+    assert by_label["running shoe"] == "shoes"
+    assert by_label["laptop computer"] == "electronics"
+    assert by_label["tabby cat"] == NOT_A_PRODUCT
+
+
+def test_department_probability_is_the_sum_of_its_classes() -> None:
+    departments = (Department("a", "A", ""), Department("b", "B", ""))
+    taxonomy = Taxonomy(departments, ("x", "y", "z"), ("a", "b", "a"))
+    probabilities = taxonomy.department_probabilities(np.array([[0.2, 0.5, 0.3]], dtype=np.float32))
+    assert probabilities[0].tolist() == pytest.approx([0.5, 0.5])
+
+
+def test_unknown_department_is_refused() -> None:
+    with pytest.raises(ValueError, match="departments.json lacks"):
+        Taxonomy((Department("a", "A", ""),), ("x",), ("b",))
