@@ -12,7 +12,7 @@ from refund_sorter.classifier import Classifier, softmax
 from refund_sorter.config import DATA_DIR
 from refund_sorter.images import load_image, to_model_input
 from refund_sorter.pipeline import Sorter
-from tests.photos import photo_bytes
+from refund_sorter.samples import photo_bytes
 
 GOLDEN = Path(__file__).parents[1] / "fixtures" / "golden"
 

@@ -67,13 +67,9 @@ class Sorter:
         return self.classifier.info.version
 
     def classify_one(self, photo: Photo) -> Result:
-        """Classify one photo; a transient read error is raised, anything the photo is to blame for is a
-        ``failed`` Result."""
-        try:
-            crop = self._decode(photo.read())
-        except RefundSorterError as exc:
-            return self._failed(photo, exc)
-        return self._classified([photo], [crop])[0]
+        """Classify one photo now (the API). Unlike :meth:`classify`, a photo we cannot read or decode raises
+        its :class:`~refund_sorter.errors.RefundSorterError`: the caller answers the client with it."""
+        return self._classified([photo], [self._decode(photo.read())])[0]
 
     def classify(self, photos: Iterable[Photo]) -> Iterator[Outcome]:
         """Classify many photos in batches, yielding one Outcome per photo in input order."""

@@ -1,4 +1,7 @@
-"""Real photos that ship inside PyPI wheels (scikit-image, scikit-learn, matplotlib): no downloads."""
+"""Real photos that ship inside PyPI wheels (scikit-image, scikit-learn, matplotlib): no downloads.
+
+The demo, the benchmark and the tests use them; they need the dev extra (``pip install -e '.[dev]'``).
+"""
 
 from __future__ import annotations
 
@@ -20,6 +23,8 @@ PHOTOS: dict[str, tuple[str, str]] = {
     "sklearn/china": ("sklearn.datasets.images", "china.jpg"),
     "sklearn/flower": ("sklearn.datasets.images", "flower.jpg"),
     "matplotlib/grace_hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+    "matplotlib/present": ("matplotlib", "mpl-data/sample_data/Minduka_Present_Blue_Pack.png"),
+    "skimage/clock": ("skimage.data", "clock_motion.png"),
 }
 
 
