@@ -46,5 +46,8 @@ model: ## regenerate the ONNX model, labels and golden logits from the PyPI weig
 	.venv-model/bin/python tools/model/export_model.py
 	.venv-model/bin/python tools/model/record_golden.py
 
+demo: setup ## start the local stack, upload the sample photos, run the nightly batch, call the API, stop
+	$(BIN)/python -m tools.demo
+
 clean: ## remove build outputs (keeps the venvs)
 	rm -rf .aws-sam build dist .pytest_cache .mypy_cache .ruff_cache

@@ -47,9 +47,14 @@ def prepare_photos() -> Path:
     return photos
 
 
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+        pass
+
+
 def serve_one_photo() -> tuple[http.server.ThreadingHTTPServer, str]:
     folder = photo_path("skimage/coffee").parent
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler = functools.partial(QuietHandler, directory=str(folder))
     server = http.server.ThreadingHTTPServer((HOST, 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://{HOST}:{server.server_address[1]}/coffee.png"
@@ -59,7 +64,9 @@ def main() -> int:
     environment = os.environ | {"AWS_ENDPOINT_URL": f"http://{HOST}:{MOTO_PORT}"}
     os.environ.update(environment)
     step(f"starting the local stack: moto on {HOST}:{MOTO_PORT}, API on {HOST}:{API_PORT}")
-    stack = subprocess.Popen([str(CLI), "local"], start_new_session=True)
+    OUT.mkdir(parents=True, exist_ok=True)
+    stack_log = (OUT / "local-stack.log").open("w")  # the functions' JSON logs, as `sam local` would print them
+    stack = subprocess.Popen([str(CLI), "local"], start_new_session=True, stdout=stack_log, stderr=subprocess.STDOUT)
     photo_server = None
     try:
         wait_for_port(f"http://{HOST}:{MOTO_PORT}", timeout=60)
@@ -87,7 +94,9 @@ def main() -> int:
             body = json.load(response)
             print(f"POST /predictions {{url: {url}}} -> {response.status}")
         print(json.dumps({k: body[k] for k in ("id", "status", "prediction", "confidence", "label")}, indent=2))
-        print(f"\nCSV: {OUT / f'{today}.csv'}   Swagger UI (while `refund-sorter local` runs): http://{HOST}:{API_PORT}/swagger")
+        print(
+            f"\nCSV: {OUT / f'{today}.csv'}   Swagger UI (while `refund-sorter local` runs): http://{HOST}:{API_PORT}/swagger"
+        )
         return 0
     finally:
         if photo_server is not None:
@@ -95,7 +104,8 @@ def main() -> int:
             photo_server.server_close()
         os.killpg(stack.pid, signal.SIGTERM)
         stack.wait(timeout=30)
-        step("stopped the local stack")
+        stack_log.close()
+        step(f"stopped the local stack (its log: {stack_log.name})")
 
 
 if __name__ == "__main__":

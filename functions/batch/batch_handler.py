@@ -11,6 +11,7 @@ from urllib.parse import unquote_plus
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
+
 from refund_sorter.bucket import PhotoBucket
 from refund_sorter.config import get_settings
 from refund_sorter.nightly import classify_uploaded, run_nightly

@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import urllib3.util.connection
 from PIL import Image
+
 from refund_sorter import fetch
 from refund_sorter.config import Settings
 from refund_sorter.errors import ErrorCode, FetchError

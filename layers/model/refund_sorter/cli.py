@@ -96,12 +96,14 @@ def _aws_context(function: str = "BatchFunction") -> Template:
 
 
 def _local(args: argparse.Namespace) -> int:
+    import logging
     import signal
     import threading
 
     from refund_sorter.local import LocalStack
     from refund_sorter.template import Template
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per moto call drowns everything else
     stack = LocalStack(Template()).start()
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
@@ -205,15 +207,15 @@ def print_results(results: Sequence[Result]) -> None:
             outcome = r.error.message if r.error else f"{r.prediction} {r.confidence:.2f} ({r.label})"
             print(f"{r.status:<13} {outcome}  {r.source}")
         return
-    table = Table("photo", "status", "department", "confidence", "top label", "why not")
+    table = Table("photo", "status", "department", "conf.", "top ImageNet label", "why not")
     for r in results:
         table.add_row(
-            Path(r.source).name if "://" not in r.source else r.source,
+            r.source.rstrip("/").rsplit("/", 1)[-1],
             r.status,
             r.prediction or "",
             f"{r.confidence:.2f}" if r.confidence is not None else "",
-            f"{r.label} {r.label_confidence:.2f}" if r.label and r.label_confidence is not None else "",
-            f"{r.error.code}: {r.error.message}" if r.error else "",
+            f"{r.label} ({r.label_confidence:.2f})" if r.label and r.label_confidence is not None else "",
+            r.error.code if r.error else "",
         )
     Console().print(table)
 
