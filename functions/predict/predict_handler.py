@@ -24,7 +24,7 @@ from refund_sorter.errors import (
     NotFoundError,
     RefundSorterError,
 )
-from refund_sorter.results import Result
+from refund_sorter.results import Result  # noqa: TC001 - Powertools reads route annotations at runtime
 from refund_sorter.service import (
     DayParam,
     DepartmentOut,

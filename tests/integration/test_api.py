@@ -19,8 +19,18 @@ from refund_sorter.local import make_api_app
 from refund_sorter.samples import photo_bytes, photo_path
 from tests.integration.conftest import LocalAws, free_port
 
-CONTRACT_FIELDS = {"id", "source", "status", "prediction", "confidence", "label", "label_confidence", "top_k",
-                   "model_version", "timestamp"}
+CONTRACT_FIELDS = {
+    "id",
+    "source",
+    "status",
+    "prediction",
+    "confidence",
+    "label",
+    "label_confidence",
+    "top_k",
+    "model_version",
+    "timestamp",
+}
 TODAY = datetime.now(UTC).date().isoformat()
 
 
@@ -42,7 +52,9 @@ def api(aws: LocalAws, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 @pytest.fixture
 def photo_url() -> Iterator[str]:
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(photo_path("skimage/coffee").parent))
+    handler = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(photo_path("skimage/coffee").parent)
+    )
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}/coffee.png"
@@ -121,8 +133,14 @@ def test_departments(api: str) -> None:
 def test_openapi_and_swagger_ui(api: str) -> None:
     schema = requests.get(f"{api}/swagger", params={"format": "json"}, timeout=10).json()
     paths = {(p, m) for p, ops in schema["paths"].items() for m in ops}
-    assert {("/predictions", "post"), ("/predictions", "get"), ("/predictions/{id}", "get"),
-            ("/predictions/{id}", "patch"), ("/exports/{date}", "get"), ("/health", "get")} <= paths
+    assert {
+        ("/predictions", "post"),
+        ("/predictions", "get"),
+        ("/predictions/{id}", "get"),
+        ("/predictions/{id}", "patch"),
+        ("/exports/{date}", "get"),
+        ("/health", "get"),
+    } <= paths
     page = requests.get(f"{api}/swagger", timeout=10)
     assert page.status_code == 200 and "swagger" in page.text.lower()
 
@@ -141,8 +159,18 @@ def test_openapi_and_swagger_ui(api: str) -> None:
         ('{"url": "http://169.254.169.254/latest/meta-data/"}', 422, "blocked_address"),
         ('{"s3_key": "incoming/nope.jpg"}', 404, "not_found"),
     ],
-    ids=["bad-json", "wrong-type", "empty", "two-sources", "unknown-field", "array", "bad-base64", "ftp-url",
-         "metadata-url", "missing-s3-key"],
+    ids=[
+        "bad-json",
+        "wrong-type",
+        "empty",
+        "two-sources",
+        "unknown-field",
+        "array",
+        "bad-base64",
+        "ftp-url",
+        "metadata-url",
+        "missing-s3-key",
+    ],
 )
 def test_client_mistakes_on_post_are_4xx_with_a_message(api: str, body: str, status: int, code: str) -> None:
     reply = requests.post(f"{api}/predictions", data=body, headers={"content-type": "application/json"}, timeout=30)

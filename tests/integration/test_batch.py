@@ -34,7 +34,7 @@ def upload_real_photos(aws: LocalAws) -> list[str]:
 
 
 def schedule_event() -> dict[str, Any]:
-    return json.loads((EVENTS / "schedule.json").read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+    return json.loads((EVENTS / "schedule.json").read_text(encoding="utf-8"))
 
 
 def export_rows(aws: LocalAws, key: str) -> list[dict[str, str]]:
@@ -48,9 +48,19 @@ def test_aws_cli_upload_then_batch_then_rerun_adds_nothing(aws: LocalAws, tmp_pa
         (tmp_path / f"{name.replace('/', '-')}{Path(PHOTOS[name][1]).suffix}").write_bytes(photo_bytes(name))
     aws_cli = Path(sys.executable).with_name("aws")
     subprocess.run(
-        [str(aws_cli), "s3", "cp", str(tmp_path), f"s3://{aws.settings.bucket}/incoming/", "--recursive",
-         "--endpoint-url", aws.endpoint, "--only-show-errors"],
-        check=True, timeout=60,
+        [
+            str(aws_cli),
+            "s3",
+            "cp",
+            str(tmp_path),
+            f"s3://{aws.settings.bucket}/incoming/",
+            "--recursive",
+            "--endpoint-url",
+            aws.endpoint,
+            "--only-show-errors",
+        ],
+        check=True,
+        timeout=60,
     )
     # WHEN the schedule fires (the handler, with the template's environment and the sample event)
     report = invoke(aws.template, "BatchFunction", schedule_event())
@@ -154,8 +164,11 @@ def test_a_photo_classified_but_not_moved_is_moved_without_a_second_result(aws: 
     # GIVEN a run that stored every Result but died before moving the photos (simulated by copying them back)
     run_nightly(sorter, aws.store, aws.bucket)
     for key in aws.keys("processed/"):
-        aws.s3.copy_object(Bucket=aws.settings.bucket, Key=key.replace("processed/", "incoming/"),
-                           CopySource={"Bucket": aws.settings.bucket, "Key": key})
+        aws.s3.copy_object(
+            Bucket=aws.settings.bucket,
+            Key=key.replace("processed/", "incoming/"),
+            CopySource={"Bucket": aws.settings.bucket, "Key": key},
+        )
     # WHEN the next run comes THEN it only moves them
     report = run_nightly(sorter, aws.store, aws.bucket)
     assert report.processed == 0

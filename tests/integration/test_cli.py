@@ -18,13 +18,24 @@ from refund_sorter.samples import photo_image, photo_path
 from tests.odd_images import odd_images, with_orientation
 
 CLI = Path(sys.executable).with_name("refund-sorter")
-CONTRACT_FIELDS = {"id", "source", "status", "prediction", "confidence", "label", "label_confidence", "top_k",
-                   "model_version", "timestamp"}
+CONTRACT_FIELDS = {
+    "id",
+    "source",
+    "status",
+    "prediction",
+    "confidence",
+    "label",
+    "label_confidence",
+    "top_k",
+    "model_version",
+    "timestamp",
+}
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(CLI), *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **(env or {})}, check=False)
+    return subprocess.run(
+        [str(CLI), *args], capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})}, check=False
+    )
 
 
 def results_of(completed: subprocess.CompletedProcess[str]) -> list[dict[str, object]]:
@@ -75,8 +86,9 @@ def test_every_odd_image_gives_a_result_or_a_coded_failure(tmp_path: Path) -> No
 def test_missing_file_and_oversized_file(tmp_path: Path) -> None:
     big = tmp_path / "big.jpg"
     big.write_bytes(b"\xff\xd8\xff" + b"\0" * 2048)
-    completed = run_cli("classify", "--json", str(tmp_path / "nope.jpg"), str(big),
-                        env={"REFUND_SORTER_MAX_IMAGE_BYTES": "1024"})
+    completed = run_cli(
+        "classify", "--json", str(tmp_path / "nope.jpg"), str(big), env={"REFUND_SORTER_MAX_IMAGE_BYTES": "1024"}
+    )
     missing, oversized = results_of(completed)
     assert missing["error"]["code"] == "not_found"  # type: ignore[index]
     assert oversized["error"]["code"] == "file_too_large"  # type: ignore[index]
@@ -105,8 +117,9 @@ def photo_server() -> Iterator[str]:
 
 
 def test_url_is_fetched_when_the_local_setting_allows_loopback(photo_server: str) -> None:
-    completed = run_cli("classify", "--json", f"{photo_server}/coffee.png",
-                        env={"REFUND_SORTER_ALLOW_PRIVATE_URLS": "true"})
+    completed = run_cli(
+        "classify", "--json", f"{photo_server}/coffee.png", env={"REFUND_SORTER_ALLOW_PRIVATE_URLS": "true"}
+    )
     (result,) = results_of(completed)
     assert completed.returncode == 0, completed.stderr
     assert result["label"] == "espresso"
@@ -114,8 +127,9 @@ def test_url_is_fetched_when_the_local_setting_allows_loopback(photo_server: str
 
 
 def test_loopback_url_is_refused_by_default(photo_server: str) -> None:
-    completed = run_cli("classify", "--json", f"{photo_server}/coffee.png",
-                        env={"REFUND_SORTER_ALLOW_PRIVATE_URLS": "false"})
+    completed = run_cli(
+        "classify", "--json", f"{photo_server}/coffee.png", env={"REFUND_SORTER_ALLOW_PRIVATE_URLS": "false"}
+    )
     (result,) = results_of(completed)
     assert completed.returncode == 1
     assert result["error"]["code"] == "blocked_address"  # type: ignore[index]

@@ -49,15 +49,16 @@ def test_rows_are_utf8_with_bom_crlf_and_iso_utc_times() -> None:
 
 
 def test_failed_rows_carry_the_error() -> None:
-    failed = Result.from_error(id="x", source="s3://b/k.jpg", error=ImageError(ErrorCode.CORRUPT_IMAGE, "truncated"),
-                               model_version="v")
+    failed = Result.from_error(
+        id="x", source="s3://b/k.jpg", error=ImageError(ErrorCode.CORRUPT_IMAGE, "truncated"), model_version="v"
+    )
     (row,) = parse("".join(csv_lines([failed])))
     assert (row["status"], row["error_code"], row["error_message"]) == ("failed", "corrupt_image", "truncated")
     assert row["prediction"] == row["confidence"] == ""
 
 
 def test_formula_injection_is_defused() -> None:
-    (row,) = parse("".join(csv_lines([result(source="=HYPERLINK(\"http://evil\",\"click\")")])))
+    (row,) = parse("".join(csv_lines([result(source='=HYPERLINK("http://evil","click")')])))
     assert row["source"].startswith("'=")
 
 

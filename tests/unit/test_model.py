@@ -46,7 +46,10 @@ def test_our_preprocessing_reproduces_the_reference_pixels(golden: dict[str, np.
 
 
 def test_top_labels_are_sensible(sorter: Sorter) -> None:
-    crops = [load_image(photo_bytes(n), max_bytes=50_000_000, max_pixels=64_000_000) for n in ("skimage/coffee", "skimage/chelsea")]
+    crops = [
+        load_image(photo_bytes(n), max_bytes=50_000_000, max_pixels=64_000_000)
+        for n in ("skimage/coffee", "skimage/chelsea")
+    ]
     probabilities = sorter.classifier.probabilities(to_model_input(crops))
     labels = sorter.taxonomy.labels
     assert labels[int(probabilities[0].argmax())] == "espresso"

@@ -53,5 +53,5 @@ def test_department_probability_is_the_sum_of_its_classes() -> None:
 
 
 def test_unknown_department_is_refused() -> None:
-    with pytest.raises(ValueError, match="departments.json lacks"):
+    with pytest.raises(ValueError, match=r"departments\.json lacks"):
         Taxonomy((Department("a", "A", ""),), ("x",), ("b",))

@@ -17,7 +17,6 @@ import sys
 import threading
 import time
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -26,7 +25,7 @@ from urllib.parse import urlsplit
 from refund_sorter.template import LOCAL_ACCOUNT, LOCAL_REGION, Template
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
     from types import ModuleType
 
     from werkzeug.wrappers import Request as WerkzeugRequest
@@ -143,7 +142,7 @@ def load_handler(template: Template, logical_id: str) -> Callable[[dict[str, Any
     """Import a function's handler from its CodeUri, as Lambda would (after its environment is set)."""
     spec = template.function(logical_id)
     module_name, _, attribute = spec.handler.rpartition(".")
-    return getattr(_handler_module(str(spec.code_dir), module_name), attribute)  # type: ignore[no-any-return]
+    return getattr(_handler_module(str(spec.code_dir), module_name), attribute)
 
 
 def invoke(template: Template, logical_id: str, event: dict[str, Any]) -> Any:
@@ -213,7 +212,7 @@ def make_api_app(template: Template) -> Callable[..., Any]:
     spec = template.function(API_FUNCTION)
     lock = threading.Lock()  # one request at a time, like one Lambda execution environment
 
-    @Request.application  # type: ignore[arg-type]
+    @Request.application
     def app(request: Request) -> Response:
         if (request.content_length or 0) > MAX_API_BODY:
             message = {"error": {"code": "file_too_large", "message": "request body over API Gateway's 10 MB"}}
@@ -232,7 +231,7 @@ def make_api_app(template: Template) -> Callable[..., Any]:
             response.headers[key] = value
         return response
 
-    return app  # type: ignore[no-any-return]
+    return app
 
 
 @dataclass
@@ -276,15 +275,6 @@ class LocalStack:
         if self._moto is not None:
             self._moto.stop()
             self._moto = None
-
-
-@contextmanager
-def local_stack(template: Template | None = None, **ports: int) -> Iterator[LocalStack]:
-    stack = LocalStack(template or Template(), **ports).start()
-    try:
-        yield stack
-    finally:
-        stack.stop()
 
 
 def wait_for_port(url: str, timeout: float = 10.0) -> None:

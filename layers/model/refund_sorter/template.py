@@ -26,7 +26,7 @@ class CloudFormationLoader(yaml.SafeLoader):
 
 
 def _intrinsic(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    name = suffix if suffix == "Ref" or suffix == "Condition" else f"Fn::{suffix}"
+    name = suffix if suffix in {"Ref", "Condition"} else f"Fn::{suffix}"
     if isinstance(node, yaml.ScalarNode):
         value: Any = loader.construct_scalar(node)
         if suffix == "GetAtt" and isinstance(value, str):
@@ -95,7 +95,7 @@ class Template:
         kebab = re.sub(r"(?<!^)(?=[A-Z])", "-", logical_id).lower()
         return f"{self.stack_name}-{kebab}"
 
-    def resolve(self, value: Any) -> Any:
+    def resolve(self, value: Any) -> Any:  # noqa: PLR0911 - one return per intrinsic reads best
         """Resolve the intrinsics the local stack needs; anything else is returned as it is."""
         if isinstance(value, list):
             return [self.resolve(v) for v in value]
