@@ -12,9 +12,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+    IdempotencyValidationError,
+)
 
 from refund_sorter.errors import (
     ErrorCode,
@@ -55,8 +59,20 @@ def health() -> Health:
 
 
 @app.post("/predictions", summary="Classify a photo by URL, S3 key or base64 bytes")
-def create_prediction(request: PredictionRequest) -> Response[Result]:
-    result, created = get_service().predict(request)
+def create_prediction(
+    request: PredictionRequest,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key", min_length=1, max_length=128, description="A retry with it gets the first answer"
+        ),
+    ] = None,
+) -> Response[Result]:
+    service = get_service()
+    if idempotency_key:
+        result, created = service.predict_once(request, idempotency_key, app.lambda_context)
+    else:
+        result, created = service.predict(request)
     metrics.add_metric(name=f"api_{result.status.value}", unit=MetricUnit.Count, value=1)
     logger.info("prediction", extra={"id": result.id, "status": result.status, "prediction": result.prediction})
     status = HTTPStatus.CREATED if created else HTTPStatus.OK
@@ -130,6 +146,18 @@ def _refused(exc: RefundSorterError) -> Response[dict[str, Any]]:
         logger.exception("internal failure")
         status = HTTPStatus.SERVICE_UNAVAILABLE
     return _error(status, exc.code, exc.message)
+
+
+@app.exception_handler(IdempotencyValidationError)
+def _key_reused(exc: IdempotencyValidationError) -> Response[dict[str, Any]]:
+    return _error(
+        HTTPStatus.UNPROCESSABLE_ENTITY, "idempotency_key_reused", "this Idempotency-Key came with another body"
+    )
+
+
+@app.exception_handler(IdempotencyAlreadyInProgressError)
+def _key_in_flight(exc: IdempotencyAlreadyInProgressError) -> Response[dict[str, Any]]:
+    return _error(HTTPStatus.CONFLICT, "request_in_progress", "a request with this Idempotency-Key is still running")
 
 
 @app.not_found

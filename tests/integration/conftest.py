@@ -91,7 +91,7 @@ class LocalAws:
 def aws(moto_endpoint: str, template: Template, monkeypatch: pytest.MonkeyPatch) -> LocalAws:
     urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST"))
     resources = create_resources(template)
-    for key, value in function_environment(template, "BatchFunction").items():
+    for key, value in function_environment(template, "PredictFunction").items():
         monkeypatch.setenv(key, value)
     get_settings.cache_clear()
     settings = get_settings()

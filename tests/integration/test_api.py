@@ -202,3 +202,21 @@ def test_body_over_the_limit_is_413(api: str) -> None:
     huge = base64.b64encode(b"\xff\xd8\xff" + b"\0" * (21 * 1024 * 1024)).decode()
     reply = post(api, {"image_base64": huge})
     assert_error(reply, 413)
+
+
+def test_retry_with_the_same_idempotency_key_returns_the_first_result(api: str, aws: LocalAws) -> None:
+    body = {"image_base64": base64.b64encode(photo_bytes("skimage/coffee")).decode()}
+    first = post(api, body, headers={"Idempotency-Key": "order-1234-photo-1"})
+    retry = post(api, body, headers={"Idempotency-Key": "order-1234-photo-1"})
+    assert first.status_code == retry.status_code == 201
+    assert retry.json() == first.json()
+    assert len(aws.items()) == 1  # one stored Result, not two
+    # without a key, the same photo is a new prediction
+    assert post(api, body).json()["id"] != first.json()["id"]
+
+
+def test_idempotency_key_reused_with_another_body_is_refused(api: str) -> None:
+    coffee = {"image_base64": base64.b64encode(photo_bytes("skimage/coffee")).decode()}
+    cat = {"image_base64": base64.b64encode(photo_bytes("skimage/chelsea")).decode()}
+    assert post(api, coffee, headers={"Idempotency-Key": "k-1"}).status_code == 201
+    assert_error(post(api, cat, headers={"Idempotency-Key": "k-1"}), 422, "idempotency_key_reused")

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     # Where things live (set by the template; the local stack sets them too)
     bucket: str = Field("", description="S3 bucket of photos and exports")
     table: str = Field("", description="DynamoDB table of Results")
+    idempotency_table: str = Field("", description="DynamoDB table of API idempotency records")
+    idempotency_seconds: int = Field(86_400, gt=0, description="How long an Idempotency-Key replays its answer")
     incoming_prefix: str = "incoming/"
     processed_prefix: str = "processed/"
     failed_prefix: str = "failed/"

@@ -7,16 +7,20 @@ import binascii
 import re
 import uuid
 from datetime import date
-from functools import cache
-from typing import TYPE_CHECKING, Annotated, Literal
+from functools import cache, cached_property
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from refund_sorter.config import Settings, get_settings
-from refund_sorter.errors import ErrorCode, ImageError, InvalidRequestError, NotFoundError
-from refund_sorter.results import Result  # noqa: TC001 - pydantic needs it at runtime
+from refund_sorter.errors import ErrorCode, ImageError, InvalidRequestError, NotFoundError, StorageError
+from refund_sorter.results import Result
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
+
     from refund_sorter.bucket import PhotoBucket
     from refund_sorter.pipeline import Sorter
     from refund_sorter.store import DynamoResultStore
@@ -112,6 +116,47 @@ class PredictionService:
             existing = self.store.get(result.id)
             return (existing or result), False
         return result, True
+
+    def predict_once(
+        self, request: PredictionRequest, idempotency_key: str, lambda_context: object | None = None
+    ) -> tuple[Result, bool]:
+        """:meth:`predict`, but a retry with the same ``Idempotency-Key`` gets the first answer back.
+
+        Powertools' idempotency utility keeps the first response in its own table; the same key with a
+        different body is refused rather than silently answered with another photo's result.
+        """
+        config, idempotent_predict = self._idempotent_predict
+        if lambda_context is not None:
+            # lets Powertools expire an in-progress record if this invocation times out
+            config.register_lambda_context(lambda_context)  # type: ignore[arg-type]
+        replay = idempotent_predict(payload={"key": idempotency_key, "request": request.model_dump()})
+        return Result.model_validate(replay["result"]), bool(replay["created"])
+
+    @cached_property
+    def _idempotent_predict(self) -> tuple[IdempotencyConfig, Callable[..., dict[str, Any]]]:
+        from aws_lambda_powertools.utilities.idempotency import (
+            DynamoDBPersistenceLayer,
+            IdempotencyConfig,
+            idempotent_function,
+        )
+
+        if not self.settings.idempotency_table:
+            raise StorageError("no idempotency table configured (REFUND_SORTER_IDEMPOTENCY_TABLE)")
+        config = IdempotencyConfig(
+            event_key_jmespath="key",
+            payload_validation_jmespath="request",
+            expires_after_seconds=self.settings.idempotency_seconds,
+        )
+        persistence = DynamoDBPersistenceLayer(
+            table_name=self.settings.idempotency_table, boto3_client=self.store.client
+        )
+
+        @idempotent_function(data_keyword_argument="payload", persistence_store=persistence, config=config)
+        def predict(payload: dict[str, Any]) -> dict[str, Any]:
+            result, created = self.predict(PredictionRequest.model_validate(payload["request"]))
+            return {"result": result.model_dump(mode="json"), "created": created}
+
+        return config, predict
 
     def get(self, result_id: str) -> Result:
         result = self.store.get(result_id) if len(result_id) <= 64 else None
