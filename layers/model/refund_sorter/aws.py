@@ -19,8 +19,14 @@ if TYPE_CHECKING:
 def _config() -> Config:
     from botocore.config import Config
 
+    from refund_sorter.config import get_settings
+
+    attempts = get_settings().aws_max_attempts
     return Config(
-        retries={"mode": "adaptive", "max_attempts": 8}, connect_timeout=5, read_timeout=30, max_pool_connections=32
+        retries={"mode": "adaptive", "max_attempts": attempts},
+        connect_timeout=5,
+        read_timeout=30,
+        max_pool_connections=32,
     )
 
 

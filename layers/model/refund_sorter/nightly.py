@@ -134,15 +134,20 @@ def classify_stored(
     for outcome in sorter.classify(not_yet_classified()):
         stored = pending.pop(outcome.photo.id)
         result = outcome.result
-        if result is None:
+        try:
+            if result is None:
+                raise outcome.transient_error or RuntimeError("no result")
+            added = store.add(result)  # False: a concurrent run stored it first; archiving twice is harmless
+            bucket.archive(stored, result.error)
+            if added:
+                report.count(result.status)
+            else:
+                report.already_done += 1
+        except Exception as exc:  # noqa: BLE001 - whatever failed after retries, the photo waits for the next run
+            logger.warning("leaving %s for the next run: %r", outcome.photo.source, exc)
             report.deferred += 1
-            report.errors.append(f"{outcome.photo.source}: {outcome.transient_error!r}")
-        elif not store.add(result):
-            report.already_done += 1  # a concurrent run stored it first; archiving twice is harmless
-            bucket.archive(stored, result.error)
-        else:
-            bucket.archive(stored, result.error)
-            report.count(result.status)
+            report.errors.append(f"{outcome.photo.source}: {exc!r}")
+            result = None
         if on_result:
             on_result(report, result)
     return report

@@ -1,0 +1,149 @@
+"""Faults on the moto server: throttling and errors from S3 and DynamoDB, injected at botocore's HTTP layer.
+
+Transient faults are absorbed by botocore's adaptive retries; a fault that outlasts them leaves the photo in
+incoming/ for the next run. After the next run every photo has exactly one Result: nothing lost, nothing twice.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from botocore.awsrequest import AWSResponse
+
+from refund_sorter.aws import dynamodb_client, reset_clients, s3_client
+from refund_sorter.bucket import PhotoBucket
+from refund_sorter.config import get_settings
+from refund_sorter.nightly import run_nightly
+from refund_sorter.pipeline import Sorter
+from refund_sorter.store import DynamoResultStore
+from tests.integration.conftest import LocalAws
+from tests.integration.test_batch import REAL, upload_real_photos
+
+
+class _Body:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def stream(self, **_: Any) -> Any:
+        yield self.data
+
+
+def fault(status: int, code: str, json_body: bool) -> AWSResponse:
+    if json_body:  # DynamoDB speaks JSON
+        body = f'{{"__type":"com.amazonaws.dynamodb.v20120810#{code}","message":"injected"}}'.encode()
+        headers = {"x-amzn-ErrorType": code, "content-type": "application/x-amz-json-1.0"}
+    else:  # S3 speaks XML
+        body = f"<Error><Code>{code}</Code><Message>injected</Message></Error>".encode()
+        headers = {"content-type": "application/xml"}
+    return AWSResponse("http://127.0.0.1/fault", status, headers, _Body(body))
+
+
+class Injector:
+    """Answers the first ``times`` matching requests with a fault instead of sending them."""
+
+    def __init__(self, times: int, status: int, code: str, json_body: bool, when: Callable[[Any], bool]) -> None:
+        self.left = times
+        self.status, self.code, self.json_body, self.when = status, code, json_body, when
+        self.injected = 0
+
+    def __call__(self, request: Any, **_: Any) -> AWSResponse | None:
+        if self.left and self.when(request):
+            self.left -= 1
+            self.injected += 1
+            return fault(self.status, self.code, self.json_body)
+        return None
+
+
+@pytest.fixture
+def clients(aws: LocalAws, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
+    # Fresh clients with the product's retry config (fewer tries than in production, so a persistent fault
+    # exhausts them in seconds), so the injectors attach to the clients the code uses.
+    monkeypatch.setenv("REFUND_SORTER_AWS_MAX_ATTEMPTS", "4")
+    get_settings.cache_clear()
+    reset_clients()
+    return s3_client(), dynamodb_client()
+
+
+def stack_with(aws: LocalAws, clients: tuple[Any, Any]) -> tuple[DynamoResultStore, PhotoBucket]:
+    s3, dynamodb = clients
+    return DynamoResultStore(aws.settings.table, dynamodb), PhotoBucket(aws.settings, s3)
+
+
+def results_per_photo(aws: LocalAws) -> Counter[str]:
+    return Counter(item["source"]["S"] for item in aws.items())
+
+
+def test_dynamodb_throttling_is_absorbed_by_retries(aws: LocalAws, sorter: Sorter, clients: tuple[Any, Any]) -> None:
+    store, bucket = stack_with(aws, clients)
+    upload_real_photos(aws)
+    throttle = Injector(
+        3, 400, "ThrottlingException", True, lambda r: r.headers.get("X-Amz-Target", b"").endswith(b"PutItem")
+    )
+    clients[1].meta.events.register("before-send.dynamodb.PutItem", throttle)
+    report = run_nightly(sorter, store, bucket)
+    assert throttle.injected == 3
+    assert report.processed == len(REAL) and report.deferred == 0
+    assert set(results_per_photo(aws).values()) == {1}
+
+
+def test_s3_slowdown_on_get_is_absorbed_by_retries(aws: LocalAws, sorter: Sorter, clients: tuple[Any, Any]) -> None:
+    store, bucket = stack_with(aws, clients)
+    upload_real_photos(aws)
+    slow_down = Injector(3, 503, "SlowDown", False, lambda r: True)
+    clients[0].meta.events.register("before-send.s3.GetObject", slow_down)
+    report = run_nightly(sorter, store, bucket)
+    assert slow_down.injected == 3
+    assert report.processed == len(REAL) and report.deferred == 0
+
+
+def test_persistent_s3_errors_defer_the_photo_to_the_next_run(
+    aws: LocalAws, sorter: Sorter, clients: tuple[Any, Any]
+) -> None:
+    store, bucket = stack_with(aws, clients)
+    upload_real_photos(aws)
+    broken = Injector(10_000, 500, "InternalError", False, lambda r: b"coffee" in r.url.encode())
+    clients[0].meta.events.register("before-send.s3.GetObject", broken)
+    first = run_nightly(sorter, store, bucket)
+    assert first.deferred == 1 and first.processed == len(REAL) - 1
+    assert [k for k in aws.keys("incoming/") if "coffee" in k]
+    clients[0].meta.events.unregister("before-send.s3.GetObject", broken)
+    second = run_nightly(sorter, store, bucket)
+    assert second.processed == 1
+    assert sorted(results_per_photo(aws).values()) == [1] * len(REAL)
+    assert aws.keys("incoming/") == []
+
+
+def test_persistent_dynamodb_errors_lose_nothing(aws: LocalAws, sorter: Sorter, clients: tuple[Any, Any]) -> None:
+    store, bucket = stack_with(aws, clients)
+    upload_real_photos(aws)
+    down = Injector(10_000, 500, "InternalServerError", True, lambda r: True)
+    clients[1].meta.events.register("before-send.dynamodb.PutItem", down)
+    first = run_nightly(sorter, store, bucket)
+    # every photo stays in incoming/ (nothing is moved before its Result is stored)
+    assert first.deferred == len(REAL)
+    assert len(aws.keys("incoming/")) == len(REAL)
+    clients[1].meta.events.unregister("before-send.dynamodb.PutItem", down)
+    second = run_nightly(sorter, store, bucket)
+    assert second.processed == len(REAL)
+    assert sorted(results_per_photo(aws).values()) == [1] * len(REAL)
+
+
+def test_failing_archive_copy_is_finished_by_the_next_run(
+    aws: LocalAws, sorter: Sorter, clients: tuple[Any, Any]
+) -> None:
+    store, bucket = stack_with(aws, clients)
+    upload_real_photos(aws)
+    broken = Injector(10_000, 500, "InternalError", False, lambda r: True)
+    clients[0].meta.events.register("before-send.s3.CopyObject", broken)
+    first = run_nightly(sorter, store, bucket)
+    assert first.deferred == len(REAL)
+    assert len(aws.items()) == len(REAL)  # Results stored; photos still in incoming/
+    assert len(aws.keys("incoming/")) == len(REAL)
+    clients[0].meta.events.unregister("before-send.s3.CopyObject", broken)
+    second = run_nightly(sorter, store, bucket)
+    assert second.already_done == len(REAL) and second.processed == 0
+    assert aws.keys("incoming/") == [] and len(aws.keys("processed/")) == len(REAL)
+    assert sorted(results_per_photo(aws).values()) == [1] * len(REAL)
