@@ -125,17 +125,23 @@ def odd_images() -> tuple[OddImage, ...]:
         *(OddImage(f"exif orientation {o}", f"orient{o}.jpg", with_orientation(coffee, o), "ok") for o in range(1, 9)),
         OddImage("zero bytes", "empty.jpg", b"", "empty_file"),
         OddImage("html named .jpg", "page.jpg", b"<!doctype html><html><body>hello</body></html>", "not_an_image"),
-        OddImage("random bytes", "noise.png", bytes(np.random.default_rng(7).integers(0, 256, 4096, np.uint8)),
-                 "not_an_image"),
+        OddImage(
+            "random bytes",
+            "noise.png",
+            bytes(np.random.default_rng(7).integers(0, 256, 4096, np.uint8)),
+            "not_an_image",
+        ),
         OddImage("truncated jpeg", "truncated.jpg", jpeg[: len(jpeg) // 2], "corrupt_image"),
         OddImage("truncated png", "truncated.png", encode(coffee, "PNG")[:5000], "corrupt_image"),
         OddImage("jpeg header only", "header.jpg", b"\xff\xd8\xff\xe0" + b"\x00" * 64, "corrupt_image"),
         OddImage("decompression bomb png", "bomb.png", png_bomb(), "decompression_bomb"),
         OddImage("huge-dimension gif", "huge.gif", gif_huge_dimensions(), "decompression_bomb"),
-        OddImage("svg", "vector.svg", b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"/>',
-                 "unsupported_format"),
+        OddImage(
+            "svg", "vector.svg", b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"/>', "unsupported_format"
+        ),
         OddImage("photoshop", "layers.psd", b"8BPS\x00\x01" + b"\x00" * 64, "unsupported_format"),
-        OddImage("heic", "iphone.heic", b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00" + b"\x00" * 64,
-                 "unsupported_format"),
+        OddImage(
+            "heic", "iphone.heic", b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00" + b"\x00" * 64, "unsupported_format"
+        ),
     ]
     return tuple(cases)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from botocore.awsrequest import AWSResponse
+from botocore.awsrequest import AWSResponse, HTTPHeaders
 
 from refund_sorter.aws import dynamodb_client, reset_clients, s3_client
 from refund_sorter.bucket import PhotoBucket
@@ -38,7 +38,7 @@ def fault(status: int, code: str, json_body: bool) -> AWSResponse:
     else:  # S3 speaks XML
         body = f"<Error><Code>{code}</Code><Message>injected</Message></Error>".encode()
         headers = {"content-type": "application/xml"}
-    return AWSResponse("http://127.0.0.1/fault", status, headers, _Body(body))
+    return AWSResponse("http://127.0.0.1/fault", status, HTTPHeaders(headers), _Body(body))
 
 
 class Injector:
