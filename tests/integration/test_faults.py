@@ -38,7 +38,10 @@ def fault(status: int, code: str, json_body: bool) -> AWSResponse:
     else:  # S3 speaks XML
         body = f"<Error><Code>{code}</Code><Message>injected</Message></Error>".encode()
         headers = {"content-type": "application/xml"}
-    return AWSResponse("http://127.0.0.1/fault", status, HTTPHeaders(headers), _Body(body))
+    http_headers = HTTPHeaders()
+    for name, value in headers.items():
+        http_headers[name] = value
+    return AWSResponse("http://127.0.0.1/fault", status, http_headers, _Body(body))
 
 
 class Injector:
