@@ -220,3 +220,16 @@ def test_idempotency_key_reused_with_another_body_is_refused(api: str) -> None:
     cat = {"image_base64": base64.b64encode(photo_bytes("skimage/chelsea")).decode()}
     assert post(api, coffee, headers={"Idempotency-Key": "k-1"}).status_code == 201
     assert_error(post(api, cat, headers={"Idempotency-Key": "k-1"}), 422, "idempotency_key_reused")
+
+
+def test_every_odd_image_gives_a_result_or_a_coded_4xx(api: str) -> None:
+    from tests.odd_images import odd_images
+
+    for case in odd_images():
+        reply = post(api, {"image_base64": base64.b64encode(case.data).decode()})
+        if case.expect == "ok":
+            assert reply.status_code == 201, (case.name, reply.text)
+            assert reply.json()["status"] in {"classified", "needs_review"}
+        else:
+            assert 400 <= reply.status_code < 500, (case.name, reply.text)
+            assert reply.json()["error"]["code"] == case.expect, case.name

@@ -40,7 +40,7 @@ class PredictionRequest(BaseModel):
         Annotated[str, Field(min_length=1, max_length=2048, examples=["https://example.com/return-1234.jpg"])] | None
     ) = None
     s3_key: Annotated[str, Field(min_length=1, max_length=1024, examples=["incoming/return-1234.jpg"])] | None = None
-    image_base64: Annotated[str, Field(min_length=1, description="The photo's bytes, base64")] | None = None
+    image_base64: Annotated[str, Field(description="The photo's bytes, base64")] | None = None
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> PredictionRequest:
