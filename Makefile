@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup test unit integration lint format model demo validate build bench deploy clean
+.PHONY: help setup test unit integration lint format model demo fuzz-api clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ model: ## regenerate the ONNX model, labels and golden logits from the PyPI weig
 
 demo: setup ## start the local stack, upload the sample photos, run the nightly batch, call the API, stop
 	$(BIN)/python -m tools.demo
+
+fuzz-api: setup ## schemathesis against the local API's OpenAPI document (bounded; zero 5xx allowed)
+	$(BIN)/python -m tools.fuzz_api
 
 clean: ## remove build outputs (keeps the venvs)
 	rm -rf .aws-sam build dist .pytest_cache .mypy_cache .ruff_cache

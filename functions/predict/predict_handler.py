@@ -6,6 +6,7 @@ Errors map to HTTP in one place (the exception handlers below): what the client 
 
 from __future__ import annotations
 
+import json
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -98,7 +99,14 @@ def review_prediction(id: IdParam, review: ReviewRequest) -> Result:
     return get_service().review(id, review)
 
 
-@app.get("/exports/<date>", summary="The day's results as CSV (a presigned link when large)")
+@app.get(
+    "/exports/<date>",
+    summary="The day's results as CSV (a presigned link when large)",
+    responses={
+        200: {"description": "The CSV", "content": {"text/csv": {"schema": {"type": "string"}}}},
+        303: {"description": "Over 5 MB: Location is a presigned S3 link to the stored export"},
+    },
+)
 def get_export(date: Annotated[DayParam, Path()]) -> Response[str]:
     body, link = get_service().export(date)
     if link is not None:
@@ -130,6 +138,11 @@ def _invalid_request(exc: RequestValidationError) -> Response[dict[str, Any]]:
         f"{'.'.join(str(part) for part in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in exc.errors()
     )
     return _error(HTTPStatus.UNPROCESSABLE_ENTITY, ErrorCode.INVALID_REQUEST, problems or "invalid request")
+
+
+@app.exception_handler(UnicodeDecodeError)
+def _not_utf8(exc: UnicodeDecodeError) -> Response[dict[str, Any]]:
+    return _error(HTTPStatus.BAD_REQUEST, ErrorCode.INVALID_REQUEST, "the body is not UTF-8 JSON")
 
 
 @app.exception_handler(RefundSorterError)
@@ -176,4 +189,22 @@ def _unexpected(exc: Exception) -> Response[dict[str, Any]]:
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return app.resolve(event, context)
+    return _unsupported_media_type(event) or app.resolve(event, context)
+
+
+def _unsupported_media_type(event: dict[str, Any]) -> dict[str, Any] | None:
+    """Bodies are JSON. Anything else is refused before Powertools' validation tries to parse it as a form
+    (a ``multipart/form-data`` without a boundary makes that parser raise a bare ValueError)."""
+    if event.get("httpMethod") not in {"POST", "PATCH", "PUT"} or not event.get("body"):
+        return None
+    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+    media_type = str(headers.get("content-type", "application/json")).split(";")[0].strip().lower()
+    if media_type == "application/json" or media_type.endswith("+json"):
+        return None
+    message = {"error": {"code": "unsupported_media_type", "message": "send the body as application/json"}}
+    return {
+        "statusCode": HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+        "headers": {"Content-Type": content_types.APPLICATION_JSON},
+        "body": json.dumps(message),
+        "isBase64Encoded": False,
+    }
