@@ -2,7 +2,9 @@
 
 Adaptive retry mode backs off on throttling (S3 SlowDown, DynamoDB ProvisionedThroughputExceeded) and
 rate-limits the client itself, so a nightly batch that hits a throttled table slows down instead of failing.
-boto3 honours ``AWS_ENDPOINT_URL``, which is how the same code talks to moto locally.
+boto3 honours ``AWS_ENDPOINT_URL``, which is how the same code talks to moto locally; ``sam local invoke``
+only passes variables the template declares, so there the endpoint comes from ``REFUND_SORTER_ENDPOINT_URL``
+(declared empty in the template).
 """
 
 from __future__ import annotations
@@ -30,18 +32,24 @@ def _config() -> Config:
     )
 
 
+def _endpoint() -> str | None:
+    from refund_sorter.config import get_settings
+
+    return get_settings().endpoint_url or None  # None: boto3's own resolution (AWS_ENDPOINT_URL, then AWS)
+
+
 @cache
 def s3_client() -> S3Client:
     import boto3
 
-    return boto3.session.Session().client("s3", config=_config())
+    return boto3.session.Session().client("s3", config=_config(), endpoint_url=_endpoint())
 
 
 @cache
 def dynamodb_client() -> DynamoDBClient:
     import boto3
 
-    return boto3.session.Session().client("dynamodb", config=_config())
+    return boto3.session.Session().client("dynamodb", config=_config(), endpoint_url=_endpoint())
 
 
 def reset_clients() -> None:

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     processed_prefix: str = "processed/"
     failed_prefix: str = "failed/"
     exports_prefix: str = "exports/"
+    endpoint_url: str = Field(
+        "", description="AWS endpoint for S3 and DynamoDB (a moto server for `sam local invoke`); empty = AWS"
+    )
     aws_max_attempts: int = Field(8, ge=1, le=20, description="Tries per AWS call (adaptive retry mode)")
     batch_safety_seconds: float = Field(
         30.0, ge=0, description="The batch stops taking new photos when less than this much Lambda time remains"
