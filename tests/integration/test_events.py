@@ -16,7 +16,7 @@ EVENTS = Path(__file__).parents[2] / "events"
 
 
 def event(name: str) -> dict[str, Any]:
-    return json.loads((EVENTS / name).read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+    return json.loads((EVENTS / name).read_text(encoding="utf-8"))
 
 
 def api(aws: LocalAws, name: str) -> dict[str, Any]:
