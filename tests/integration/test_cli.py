@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from refund_sorter.samples import photo_image, photo_path
+from tests.integration.conftest import LocalAws
 from tests.odd_images import odd_images, with_orientation
 
 CLI = Path(sys.executable).with_name("refund-sorter")
@@ -133,3 +134,27 @@ def test_loopback_url_is_refused_by_default(photo_server: str) -> None:
     (result,) = results_of(completed)
     assert completed.returncode == 1
     assert result["error"]["code"] == "blocked_address"  # type: ignore[index]
+
+
+def test_upload_batch_and_export_commands_against_the_moto_server(aws: LocalAws, tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("skimage/coffee", "skimage/chelsea", "sklearn/flower"):
+        (photos / photo_path(name).name).write_bytes(photo_path(name).read_bytes())
+    env = {"AWS_ENDPOINT_URL": aws.endpoint}
+    uploaded = run_cli("upload", str(photos), env=env)
+    assert uploaded.returncode == 0, uploaded.stderr
+    assert len(aws.keys("incoming/")) == 3
+    batch = run_cli("batch", env=env)
+    assert batch.returncode == 0, batch.stderr
+    assert "classified 1, needs review 2, failed 0" in batch.stdout
+    assert len(aws.items()) == 3
+    today = datetime.now(UTC).date().isoformat()
+    exported = run_cli("export", "--date", today, "--out", str(tmp_path / "day.csv"), env=env)
+    assert exported.returncode == 0, exported.stderr
+    assert len((tmp_path / "day.csv").read_text(encoding="utf-8").splitlines()) == 4  # header + 3
+    again = run_cli("batch", env=env)
+    assert "classified 0, needs review 0, failed 0" in again.stdout
+    assert len(aws.items()) == 3

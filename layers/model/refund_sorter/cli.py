@@ -55,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
     invoke.add_argument("function", metavar="FUNCTION", help="the template's logical id, e.g. BatchFunction")
     invoke.add_argument("--event", type=Path, required=True, metavar="FILE")
     invoke.set_defaults(run=_invoke)
+    for command in (upload, batch, export, invoke):
+        command.add_argument(
+            "--aws", action="store_true", help="act on AWS (REFUND_SORTER_BUCKET/TABLE from the stack outputs)"
+        )
     return parser
 
 
@@ -84,14 +88,16 @@ def _classify(args: argparse.Namespace) -> int:
     return 1 if any(r.status == "failed" for r in results) else 0
 
 
-def _aws_context(function: str = "BatchFunction") -> Template:
-    """The endpoint the environment names (the local stack by default) and the function's environment."""
+def _aws_context(args: argparse.Namespace, function: str = "BatchFunction") -> Template:
+    """Where upload/batch/export/invoke act: the local stack with the template's environment by default; with
+    ``--aws``, real AWS as the environment's credentials, region and REFUND_SORTER_* variables say."""
     from refund_sorter.local import apply_function_environment, use_local_aws
     from refund_sorter.template import Template
 
-    use_local_aws()
     template = Template()
-    apply_function_environment(template, function)
+    if not args.aws:
+        use_local_aws()
+        apply_function_environment(template, function)
     return template
 
 
@@ -122,7 +128,7 @@ def _upload(args: argparse.Namespace) -> int:
     from refund_sorter.bucket import PhotoBucket
     from refund_sorter.config import get_settings
 
-    _aws_context()
+    _aws_context(args)
     bucket = PhotoBucket(get_settings())
     files = sorted(p for p in args.folder.rglob("*") if p.is_file() and not p.name.startswith("."))
     for path in files:
@@ -142,7 +148,7 @@ def _batch(args: argparse.Namespace) -> int:
     from refund_sorter.pipeline import get_sorter
     from refund_sorter.store import DynamoResultStore
 
-    _aws_context()
+    _aws_context(args)
     settings = get_settings()
     bucket = PhotoBucket(settings)
     store = DynamoResultStore(settings.table)
@@ -174,7 +180,7 @@ def _export(args: argparse.Namespace) -> int:
     from refund_sorter.service import parse_day
     from refund_sorter.store import DynamoResultStore
 
-    _aws_context()
+    _aws_context(args)
     lines = csv_lines(DynamoResultStore(get_settings().table).by_day(parse_day(args.date)))
     if args.out is None:
         sys.stdout.writelines(line.removeprefix("\ufeff") for line in lines)
@@ -191,7 +197,7 @@ def _invoke(args: argparse.Namespace) -> int:
 
     from refund_sorter.local import invoke
 
-    template = _aws_context(args.function)
+    template = _aws_context(args, args.function)
     reply = invoke(template, args.function, json.loads(args.event.read_text(encoding="utf-8")))
     print(json.dumps(reply, indent=2, default=str))
     return 0
