@@ -29,6 +29,8 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "not_found"
     # The request itself
     INVALID_REQUEST = "invalid_request"
+    IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
+    REQUEST_IN_PROGRESS = "request_in_progress"
     # Storage and the model: ours, not the client's
     STORAGE_ERROR = "storage_error"
     MODEL_ERROR = "model_error"
@@ -71,5 +73,12 @@ class StorageError(RefundSorterError):
 class InvalidRequestError(RefundSorterError):
     """The client asked for something malformed (a bad date, an unknown department, a bad page token)."""
 
+    def __init__(self, message: str, code: ErrorCode = ErrorCode.INVALID_REQUEST) -> None:
+        super().__init__(code, message)
+
+
+class ConflictError(RefundSorterError):
+    """The same request is already being served (an Idempotency-Key still in flight)."""
+
     def __init__(self, message: str) -> None:
-        super().__init__(ErrorCode.INVALID_REQUEST, message)
+        super().__init__(ErrorCode.REQUEST_IN_PROGRESS, message)

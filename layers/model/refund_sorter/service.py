@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from refund_sorter.config import Settings, get_settings
-from refund_sorter.errors import ErrorCode, ImageError, InvalidRequestError, NotFoundError, StorageError
+from refund_sorter.errors import (
+    ConflictError,
+    ErrorCode,
+    ImageError,
+    InvalidRequestError,
+    NotFoundError,
+    StorageError,
+)
 from refund_sorter.results import Result
 
 if TYPE_CHECKING:
@@ -129,7 +136,19 @@ class PredictionService:
         if lambda_context is not None:
             # lets Powertools expire an in-progress record if this invocation times out
             config.register_lambda_context(lambda_context)  # type: ignore[arg-type]
-        replay = idempotent_predict(payload={"key": idempotency_key, "request": request.model_dump()})
+        from aws_lambda_powertools.utilities.idempotency.exceptions import (
+            IdempotencyAlreadyInProgressError,
+            IdempotencyValidationError,
+        )
+
+        try:
+            replay = idempotent_predict(payload={"key": idempotency_key, "request": request.model_dump()})
+        except IdempotencyValidationError as exc:
+            raise InvalidRequestError(
+                "this Idempotency-Key came with another body", ErrorCode.IDEMPOTENCY_KEY_REUSED
+            ) from exc
+        except IdempotencyAlreadyInProgressError as exc:
+            raise ConflictError("a request with this Idempotency-Key is still running") from exc
         return Result.model_validate(replay["result"]), bool(replay["created"])
 
     @cached_property
