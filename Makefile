@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup test unit integration lint format model demo fuzz-api bench clean
+.PHONY: help setup test unit integration lint format model demo fuzz-api memory bench clean
 
 include infra/tools.mk
 
@@ -53,6 +53,9 @@ demo: setup ## start the local stack, upload the sample photos, run the nightly 
 
 fuzz-api: setup ## schemathesis against the local API's OpenAPI document (bounded; zero 5xx allowed)
 	$(BIN)/python -m tools.fuzz_api
+
+memory: setup ## peak RSS of the batch pipeline over 200 phone-sized JPEGs (writes out/memory.json)
+	$(BIN)/python -m tools.memory_check
 
 clean: ## remove build outputs (keeps the venvs)
 	rm -rf .aws-sam build dist .pytest_cache .mypy_cache .ruff_cache
