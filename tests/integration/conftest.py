@@ -23,6 +23,13 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 
+# design.md §3: the fields every Result carries (one DynamoDB item, one CSV row, one API body)
+CONTRACT_FIELDS = frozenset(
+    {"id", "source", "status", "prediction", "confidence", "label", "label_confidence", "top_k", "model_version",
+     "timestamp"}
+)  # fmt: skip
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -103,3 +110,21 @@ def aws(moto_endpoint: str, template: Template, monkeypatch: pytest.MonkeyPatch)
         s3=boto3.client("s3"),
         dynamodb=boto3.client("dynamodb"),
     )
+
+
+@pytest.fixture
+def photo_server() -> Iterator[str]:
+    """Serves the wheel photos (coffee.png, chelsea.png, …) on 127.0.0.1, on a port the OS chooses."""
+    import functools
+    import http.server
+    import threading
+
+    from refund_sorter.samples import photo_path
+
+    folder = photo_path("skimage/coffee").parent
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()

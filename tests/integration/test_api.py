@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import functools
-import http.server
 import io
 import threading
 from collections.abc import Iterator
@@ -16,21 +14,9 @@ import pytest
 import requests
 
 from refund_sorter.local import make_api_app
-from refund_sorter.samples import photo_bytes, photo_path
-from tests.integration.conftest import LocalAws, free_port
+from refund_sorter.samples import photo_bytes
+from tests.integration.conftest import CONTRACT_FIELDS, LocalAws, free_port
 
-CONTRACT_FIELDS = {
-    "id",
-    "source",
-    "status",
-    "prediction",
-    "confidence",
-    "label",
-    "label_confidence",
-    "top_k",
-    "model_version",
-    "timestamp",
-}
 TODAY = datetime.now(UTC).date().isoformat()
 
 
@@ -48,18 +34,6 @@ def api(aws: LocalAws, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     server.shutdown()
     server.server_close()
     get_service.cache_clear()
-
-
-@pytest.fixture
-def photo_url() -> Iterator[str]:
-    handler = functools.partial(
-        http.server.SimpleHTTPRequestHandler, directory=str(photo_path("skimage/coffee").parent)
-    )
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/coffee.png"
-    server.shutdown()
-    server.server_close()
 
 
 def post(api: str, body: Any, **kwargs: Any) -> requests.Response:
@@ -80,7 +54,8 @@ def test_health(api: str) -> None:
     assert reply.json()["model_version"].startswith("efficientnet-lite0-")
 
 
-def test_post_url_then_get_list_review_and_export(api: str, photo_url: str) -> None:
+def test_post_url_then_get_list_review_and_export(api: str, photo_server: str) -> None:
+    photo_url = f"{photo_server}/coffee.png"
     # POST by URL (the local stack allows loopback URLs; the template never does)
     created = post(api, {"url": photo_url})
     assert created.status_code == 201, created.text

@@ -2,35 +2,17 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import os
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from refund_sorter.samples import photo_image, photo_path
-from tests.integration.conftest import LocalAws
+from tests.integration.conftest import CONTRACT_FIELDS, LocalAws
 from tests.odd_images import odd_images, with_orientation
 
 CLI = Path(sys.executable).with_name("refund-sorter")
-CONTRACT_FIELDS = {
-    "id",
-    "source",
-    "status",
-    "prediction",
-    "confidence",
-    "label",
-    "label_confidence",
-    "top_k",
-    "model_version",
-    "timestamp",
-}
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -102,19 +84,6 @@ def test_exif_rotated_photo_keeps_its_label(tmp_path: Path) -> None:
         (tmp_path / f"o{orientation}.jpg").write_bytes(with_orientation(coffee, orientation))
     completed = run_cli("classify", "--json", *(str(tmp_path / f"o{o}.jpg") for o in (1, 3, 6, 8)))
     assert {r["label"] for r in results_of(completed)} == {"espresso"}
-
-
-@pytest.fixture
-def photo_server() -> Iterator[str]:
-    """Serves the wheel photos on 127.0.0.1 (an OS-chosen port) for the URL path."""
-    folder = photo_path("skimage/coffee").parent
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 def test_url_is_fetched_when_the_local_setting_allows_loopback(photo_server: str) -> None:
