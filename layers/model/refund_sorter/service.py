@@ -93,13 +93,39 @@ def _bad_day(text: str) -> str:
 
 
 class PredictionService:
-    """The API's operations over one Sorter, ResultStore and PhotoBucket."""
+    """The API's operations over one Sorter, ResultStore and PhotoBucket.
 
-    def __init__(self, settings: Settings, sorter: Sorter, store: DynamoResultStore, bucket: PhotoBucket) -> None:
+    The store and the bucket are made on first use: their boto3 clients cost ~100 ms each of a cold start,
+    which /health never needs, and only s3_key predictions and large exports need the bucket.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        sorter: Sorter,
+        store: DynamoResultStore | None = None,
+        bucket: PhotoBucket | None = None,
+    ) -> None:
         self.settings = settings
         self.sorter = sorter
-        self.store = store
-        self.bucket = bucket
+        self._store = store
+        self._bucket = bucket
+
+    @property
+    def store(self) -> DynamoResultStore:
+        if self._store is None:
+            from refund_sorter.store import DynamoResultStore
+
+            self._store = DynamoResultStore(self.settings.table)
+        return self._store
+
+    @property
+    def bucket(self) -> PhotoBucket:
+        if self._bucket is None:
+            from refund_sorter.bucket import PhotoBucket
+
+            self._bucket = PhotoBucket(self.settings)
+        return self._bucket
 
     def predict(self, request: PredictionRequest) -> tuple[Result, bool]:
         """Classify what the request names and store it. Returns the Result and whether it is new."""
@@ -227,9 +253,6 @@ def _decode_base64(text: str, settings: Settings) -> bytes:
 @cache
 def get_service() -> PredictionService:
     """The process-wide service; the model session itself is only created on the first classification."""
-    from refund_sorter.bucket import PhotoBucket
     from refund_sorter.pipeline import get_sorter
-    from refund_sorter.store import DynamoResultStore
 
-    settings = get_settings()
-    return PredictionService(settings, get_sorter(), DynamoResultStore(settings.table), PhotoBucket(settings))
+    return PredictionService(get_settings(), get_sorter())
