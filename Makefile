@@ -54,6 +54,9 @@ demo: setup ## start the local stack, upload the sample photos, run the nightly 
 fuzz-api: setup ## schemathesis against the local API's OpenAPI document (bounded; zero 5xx allowed)
 	$(BIN)/python -m tools.fuzz_api
 
+bench: setup ## throughput, latency, cold start, layer size and cost → bench/results.{json,md} (run make build first for the layer)
+	$(BIN)/python -m bench.run
+
 memory: setup ## peak RSS of the batch pipeline over 200 phone-sized JPEGs (writes out/memory.json)
 	$(BIN)/python -m tools.memory_check
 

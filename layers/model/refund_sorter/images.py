@@ -1,8 +1,11 @@
 """Photo bytes → the model's input: decode, orient, flatten, centre-crop, resize.
 
-Decoding is the expensive part of the whole pipeline (a 12 MP phone JPEG costs ~35 ms to decode fully,
-~5 ms with JPEG draft decoding, while the model needs ~3 ms), so JPEGs are decoded at the smallest DCT scale
-that still covers the crop (``Image.draft``), and orientation is applied after the draft, on the small image.
+Decoding is the expensive part of the whole pipeline, so JPEGs are decoded at the smallest DCT scale that still
+covers the crop (``Image.draft``). A ~2 MB 12 MP phone JPEG costs ~170 ms the naive way (full decode, turn,
+resize) and ~30 ms at 1/8 scale, nearly all of it Huffman decoding (~10 ms per MB of file, which no DCT scale
+avoids); the model needs ~15 ms of CPU per photo in batches (bench/results.md). The EXIF
+orientation is read, not applied with ``ImageOps.exif_transpose`` (which copies the image and rewrites its
+EXIF): a mirror or half turn is applied to the 224×224 crop, a quarter turn to the draft-sized image.
 
 Every refusal is an :class:`~refund_sorter.errors.ImageError` with a stable code; Pillow's own exceptions
 and warnings never escape.
@@ -15,7 +18,7 @@ import warnings
 from typing import TYPE_CHECKING, Final
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 from refund_sorter.errors import ErrorCode, ImageError
 
@@ -35,6 +38,19 @@ PIXEL_SCALE: Final = 128.0
 # Draft target: the DCT scale is chosen so both sides stay >= this, i.e. the crop still has >= 224 pixels.
 DRAFT_SIZE: Final = 256
 WHITE: Final = (255, 255, 255)
+# EXIF orientation → the transpose that shows the photo upright (the table ImageOps.exif_transpose uses).
+_UPRIGHT: Final = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_SWAPS_AXES: Final = frozenset(
+    {Image.Transpose.TRANSPOSE, Image.Transpose.ROTATE_270, Image.Transpose.TRANSVERSE, Image.Transpose.ROTATE_90}
+)
 
 _MAGIC: Final[tuple[tuple[bytes, int, str], ...]] = (
     (b"\xff\xd8\xff", 0, "JPEG"),
@@ -144,13 +160,28 @@ def _crop_for_model(image: Image.Image) -> np.ndarray:
         image.draft("RGB", (DRAFT_SIZE, DRAFT_SIZE))
     image.seek(0)  # the first frame of an animation
     image.load()
-    oriented = ImageOps.exif_transpose(image)
-    rgb = _to_rgb(oriented)
-    width, height = rgb.size
+    # getexif() also reads the orientation of PNG/WebP/TIFF and XMP, as ImageOps.exif_transpose does.
+    upright = _UPRIGHT.get(image.getexif().get(ExifTags.Base.Orientation, 1))
+    if upright in _SWAPS_AXES:
+        # A quarter turn swaps Pillow's two resampling passes (and their rounding), so turn first, as before.
+        image, upright = image.transpose(upright), None
+    rgb = _to_rgb(image)
+    crop = rgb.resize((MODEL_SIZE, MODEL_SIZE), Image.Resampling.BICUBIC, box=_centre_square(rgb.size, upright))
+    # A mirror or a half turn commutes with the resampling: apply it to the 224×224 crop, not the decoded image.
+    return np.asarray(crop if upright is None else crop.transpose(upright), dtype=np.uint8)
+
+
+def _centre_square(size: tuple[int, int], mirror: Image.Transpose | None) -> tuple[int, int, int, int]:
+    """The model's centre square (offsets rounded as in the upright photo) as a box in the stored pixels, which
+    are the upright ones mirrored left-right, top-bottom, or both (a half turn)."""
+    width, height = size
     side = round(min(width, height) * CROP_FRACTION)
     left, top = (width - side) // 2, (height - side) // 2
-    resized = rgb.resize((MODEL_SIZE, MODEL_SIZE), Image.Resampling.BICUBIC, box=(left, top, left + side, top + side))
-    return np.asarray(resized, dtype=np.uint8)
+    if mirror in (Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.ROTATE_180):
+        left = width - left - side
+    if mirror in (Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.ROTATE_180):
+        top = height - top - side
+    return left, top, left + side, top + side
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -181,8 +212,15 @@ def _to_8bit(image: Image.Image) -> Image.Image:
 
 
 def to_model_input(crops: Sequence[np.ndarray]) -> np.ndarray:
-    """Stack crops into the model's ``float32[N, 3, 224, 224]`` input."""
-    batch = np.stack(crops).astype(np.float32)
-    batch -= PIXEL_MEAN
-    batch /= PIXEL_SCALE
-    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+    """Stack crops into the model's ``float32[N, 3, 224, 224]`` input.
+
+    Each crop is written once, straight into its channel-first slot (the cast, the layout change and the
+    subtraction in one pass), then the batch is scaled in place: no uint8 stack, no transposed copy.
+    """
+    if not crops:
+        raise ValueError("to_model_input needs at least one crop")
+    batch = np.empty((len(crops), 3, MODEL_SIZE, MODEL_SIZE), dtype=np.float32)
+    for slot, crop in zip(batch, crops, strict=True):
+        np.subtract(crop.transpose(2, 0, 1), np.float32(PIXEL_MEAN), out=slot, dtype=np.float32)
+    batch *= np.float32(1 / PIXEL_SCALE)  # 1/128 is a power of two: the same bits as dividing
+    return batch

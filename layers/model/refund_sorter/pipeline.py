@@ -24,7 +24,6 @@ import numpy as np
 from refund_sorter.classifier import Classifier
 from refund_sorter.config import Settings, get_settings
 from refund_sorter.errors import RefundSorterError
-from refund_sorter.images import load_image, to_model_input
 from refund_sorter.results import LabelScore, Result, Status
 from refund_sorter.taxonomy import NOT_A_PRODUCT, Taxonomy
 
@@ -110,12 +109,17 @@ class Sorter:
         return self._decode(photo.read())
 
     def _decode(self, data: bytes) -> np.ndarray:
+        # Imported on first use (Pillow, ~20 ms): the API's routes that never classify don't pay for it.
+        from refund_sorter.images import load_image
+
         return load_image(data, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels)
 
     def _failed(self, photo: Photo, error: RefundSorterError) -> Result:
         return Result.from_error(id=photo.id, source=photo.source, error=error, model_version=self.model_version)
 
     def _classified(self, photos: list[Photo], crops: list[np.ndarray]) -> list[Result]:
+        from refund_sorter.images import to_model_input
+
         class_probs = self.classifier.probabilities(to_model_input(crops))
         department_probs = self.taxonomy.department_probabilities(class_probs)
         labels = self.taxonomy.labels

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import binascii
 import re
 import uuid
@@ -47,7 +46,9 @@ class PredictionRequest(BaseModel):
         Annotated[str, Field(min_length=1, max_length=2048, examples=["https://example.com/return-1234.jpg"])] | None
     ) = None
     s3_key: Annotated[str, Field(min_length=1, max_length=1024, examples=["incoming/return-1234.jpg"])] | None = None
-    image_base64: Annotated[str, Field(description="The photo's bytes, base64")] | None = None
+    # repr=False: Powertools formats the route's arguments into a debug message on every request; a 3 MB
+    # photo's repr costs 5-10 ms even with debug logging off.
+    image_base64: str | None = Field(None, description="The photo's bytes, base64", repr=False)
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> PredictionRequest:
@@ -245,7 +246,8 @@ def _decode_base64(text: str, settings: Settings) -> bytes:
     if len(text) > settings.max_image_bytes * 4 // 3 + 4:
         raise ImageError(ErrorCode.FILE_TOO_LARGE, f"the image is over the limit of {settings.max_image_bytes:,} bytes")
     try:
-        return base64.b64decode(text, validate=True)
+        # strict_mode refuses what b64decode(validate=True) refuses, without its extra regex pass (~6 ms / 3 MB)
+        return binascii.a2b_base64(text.encode("ascii"), strict_mode=True)
     except (binascii.Error, ValueError) as exc:
         raise InvalidRequestError("image_base64 is not valid base64") from exc
 
