@@ -78,7 +78,7 @@ def _classify(args: argparse.Namespace) -> int:
             from refund_sorter.errors import ErrorCode, FetchError
 
             error = FetchError(ErrorCode.FETCH_FAILED, f"could not fetch: {outcome.transient_error}")
-            results.append(sorter._failed(outcome.photo, error))
+            results.append(sorter.failed_result(outcome.photo, error))
         else:
             results.append(outcome.result)
         if args.json:

@@ -95,7 +95,7 @@ class Sorter:
                 ready.append((len(outcomes), photo, future.result()))
                 outcomes.append(None)
             except RefundSorterError as exc:
-                outcomes.append(Outcome(photo, self._failed(photo, exc)))
+                outcomes.append(Outcome(photo, self.failed_result(photo, exc)))
             except Exception as exc:  # noqa: BLE001 - the read's own error (S3, network): retry next run
                 logger.warning("could not read %s, leaving it for the next run: %r", photo.source, exc)
                 outcomes.append(Outcome(photo, None, exc))
@@ -114,7 +114,8 @@ class Sorter:
 
         return load_image(data, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels)
 
-    def _failed(self, photo: Photo, error: RefundSorterError) -> Result:
+    def failed_result(self, photo: Photo, error: RefundSorterError) -> Result:
+        """The `failed` Result for a photo we could not read or decode."""
         return Result.from_error(id=photo.id, source=photo.source, error=error, model_version=self.model_version)
 
     def _classified(self, photos: list[Photo], crops: list[np.ndarray]) -> list[Result]:
