@@ -37,9 +37,9 @@ def test_header_keeps_the_original_meanings_first() -> None:
 
 
 def test_rows_are_utf8_with_bom_crlf_and_iso_utc_times() -> None:
-    body, size = csv_file([result(source="s3://bucket/incoming/Schuh-Größe-42.jpg")])
-    raw = body.read()
-    assert size == len(raw)
+    export = csv_file([result(source="s3://bucket/incoming/Schuh-Größe-42.jpg")])
+    raw = export.body.read()
+    assert (export.size, export.rows) == (len(raw), 1)
     assert raw.startswith(b"\xef\xbb\xbf")
     assert b"\r\n" in raw
     (row,) = parse(raw.decode("utf-8"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import tempfile
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
@@ -75,11 +76,22 @@ def csv_lines(results: Iterable[Result]) -> Iterator[str]:
         yield buffer.getvalue()
 
 
-def csv_file(results: Iterable[Result]) -> tuple[BinaryIO, int]:
-    """The CSV in a rewound binary file (memory up to 8 MB, then disk) and its size in bytes, for upload."""
+@dataclass(frozen=True)
+class CsvFile:
+    """A rewound binary CSV (memory up to 8 MB, then disk), ready to upload or read."""
+
+    body: BinaryIO
+    size: int
+    rows: int
+
+
+def csv_file(results: Iterable[Result]) -> CsvFile:
+    """Write the CSV of ``results`` into a temporary file; the caller closes ``body``."""
     spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES, mode="w+b")  # noqa: SIM115 - handed to caller
+    lines = 0
     for line in csv_lines(results):
         spool.write(line.encode("utf-8"))
+        lines += 1
     size = spool.tell()
     spool.seek(0)
-    return spool, size  # type: ignore[return-value]
+    return CsvFile(body=spool, size=size, rows=lines - 1)  # type: ignore[arg-type]

@@ -157,16 +157,8 @@ def write_export(store: ResultStore, bucket: PhotoBucket, day: str) -> tuple[str
     """Write ``exports/<day>.csv`` from the store; returns its key and row count."""
     from refund_sorter.export import csv_file
 
-    rows = 0
-
-    def counted() -> Iterator[object]:
-        nonlocal rows
-        for result in store.by_day(day):
-            rows += 1
-            yield result
-
-    body, _size = csv_file(counted())  # type: ignore[arg-type]
+    export = csv_file(store.by_day(day))
     key = f"{bucket.settings.exports_prefix}{day}.csv"
-    with body:
-        bucket.put_export(key, body)
-    return key, rows
+    with export.body:
+        bucket.put_export(key, export.body)
+    return key, export.rows

@@ -227,12 +227,12 @@ class PredictionService:
         from refund_sorter.export import csv_file
 
         day = parse_day(day)
-        body, size = csv_file(self.store.by_day(day))
-        with body:
-            if size <= INLINE_EXPORT_BYTES:
-                return body.read(), None
+        export = csv_file(self.store.by_day(day))
+        with export.body:
+            if export.size <= INLINE_EXPORT_BYTES:
+                return export.body.read(), None
             key = f"{self.settings.exports_prefix}{day}.csv"
-            self.bucket.put_export(key, body)
+            self.bucket.put_export(key, export.body)
         return None, self.bucket.presigned_get(key)
 
     def departments(self) -> list[DepartmentOut]:
