@@ -7,6 +7,7 @@ such as ``http://example.org/x.jpg`` fails to resolve instead of sending a DNS q
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -38,6 +39,8 @@ def main() -> int:
 
     from refund_sorter.local import LocalStack
     from refund_sorter.template import Template
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a log line per fuzzed request buries the report
 
     stack = LocalStack(Template(), moto_port=free_port(), api_port=free_port()).start()
     report = ROOT / "out" / "fuzz-api"
