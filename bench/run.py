@@ -976,8 +976,8 @@ def notes(results: dict[str, Any]) -> list[str]:
     if "calling_thread_storage_ms_per_photo" in moto:
         waits = ", ".join(f"{k} {v:.1f}" for k, v in moto["calling_thread_storage_ms_per_photo"].items())
         out.append(
-            f"- Nightly on moto: storage time per photo (ms; the get on the inference thread, add and archive on the I/O pool): {waits} "
-            "(moto's own CPU shares our 2 vCPUs)."
+            "- Nightly on moto: storage time per photo (ms; the get on the inference thread, add and archive on "
+            f"the I/O pool): {waits} (moto's own CPU shares our 2 vCPUs)."
         )
     warm = results.get("predict_warm", {})
     if "parts_ms" in warm:
