@@ -40,7 +40,6 @@ import threading
 import time
 from dataclasses import dataclass
 from http.client import HTTPException
-from importlib import metadata
 from typing import TYPE_CHECKING, Final, TypeAlias
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -48,6 +47,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError
 from urllib3.exceptions import TimeoutError as Urllib3TimeoutError
 
+from refund_sorter import __version__
 from refund_sorter.config import Settings, get_settings
 from refund_sorter.errors import ErrorCode, FetchError
 from refund_sorter.images import sniff_format
@@ -102,15 +102,7 @@ _IPV4_PART: Final = re.compile(r"0x[0-9a-f]*|[0-9]+")
 _PRINTABLE_ASCII: Final = bytes(range(0x21, 0x7F)).decode()  # kept as is in a request target; the rest is %-encoded
 
 
-def _user_agent() -> str:
-    try:
-        version = metadata.version("refund-sorter")
-    except metadata.PackageNotFoundError:  # a layer built without the distribution's metadata
-        version = "0"
-    return f"refund-sorter/{version}"
-
-
-_USER_AGENT: Final = _user_agent()
+_USER_AGENT: Final = f"refund-sorter/{__version__}"
 
 
 @dataclass(frozen=True)
