@@ -152,7 +152,7 @@ def _batch(args: argparse.Namespace) -> int:
     settings = get_settings()
     bucket = PhotoBucket(settings)
     store = DynamoResultStore(settings.table)
-    waiting = sum(1 for _ in bucket.incoming())
+    waiting = sum(1 for _ in bucket.incoming())  # one extra listing, for the progress bar's total
     results: list[Result] = []
 
     columns = (TextColumn("classifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())

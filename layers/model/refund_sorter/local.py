@@ -164,7 +164,7 @@ def api_gateway_event(template: Template, request: WerkzeugRequest) -> dict[str,
             resource, path_parameters = route.path, match.groupdict()
             break
     body = request.get_data()
-    text_body = body.decode("utf-8", errors="strict") if body and _is_text(body) else None
+    text_body = _as_text(body) if body else None
     query = request.args
     return {
         "resource": resource,
@@ -191,12 +191,12 @@ def api_gateway_event(template: Template, request: WerkzeugRequest) -> dict[str,
     }
 
 
-def _is_text(body: bytes) -> bool:
+def _as_text(body: bytes) -> str | None:
+    """The body as text, or None if it is binary (API Gateway then base64-encodes it)."""
     try:
-        body.decode("utf-8")
+        return body.decode("utf-8")
     except UnicodeDecodeError:
-        return False
-    return True
+        return None
 
 
 # API Gateway's own limit on a request payload: a bigger body never reaches Lambda.

@@ -131,13 +131,7 @@ class DynamoResultStore(ResultStore):
         return self._from_item(reply["Item"]) if "Item" in reply else None
 
     def by_day(self, day: str) -> Iterator[Result]:
-        pages = self.client.get_paginator("query").paginate(
-            TableName=self.table,
-            IndexName=BY_DAY_INDEX,
-            KeyConditionExpression="#day = :day",
-            ExpressionAttributeNames={"#day": "day"},
-            ExpressionAttributeValues={":day": {"S": day}},
-        )
+        pages = self.client.get_paginator("query").paginate(**self._by_day_query(day))
         try:
             for page in pages:
                 yield from (self._from_item(item) for item in page["Items"])
@@ -151,14 +145,7 @@ class DynamoResultStore(ResultStore):
             raise StorageError(f"could not store result {result.id}: {exc}") from exc
 
     def page_by_day(self, day: str, *, limit: int, token: str | None = None) -> tuple[list[Result], str | None]:
-        query: dict[str, Any] = {
-            "TableName": self.table,
-            "IndexName": BY_DAY_INDEX,
-            "KeyConditionExpression": "#day = :day",
-            "ExpressionAttributeNames": {"#day": "day"},
-            "ExpressionAttributeValues": {":day": {"S": day}},
-            "Limit": limit,
-        }
+        query = self._by_day_query(day) | {"Limit": limit}
         if token:
             query["ExclusiveStartKey"] = _decode_token(token, day)
         try:
@@ -167,6 +154,15 @@ class DynamoResultStore(ResultStore):
             raise StorageError(f"could not list results of {day}: {exc}") from exc
         last = reply.get("LastEvaluatedKey")
         return [self._from_item(item) for item in reply["Items"]], (_encode_token(last) if last else None)
+
+    def _by_day_query(self, day: str) -> dict[str, Any]:
+        return {
+            "TableName": self.table,
+            "IndexName": BY_DAY_INDEX,
+            "KeyConditionExpression": "#day = :day",
+            "ExpressionAttributeNames": {"#day": "day"},
+            "ExpressionAttributeValues": {":day": {"S": day}},
+        }
 
     def _to_item(self, result: Result) -> dict[str, Any]:
         # Through JSON so timestamps get the Result's own format and floats become the Decimals DynamoDB needs.

@@ -168,9 +168,6 @@ class Template:
             environment={k: str(self.resolve(v)) for k, v in environment.items()},
         )
 
-    def function_ids(self) -> list[str]:
-        return list(self.resources_of_type("AWS::Serverless::Function"))
-
     def api_routes(self, logical_id: str) -> list[Route]:
         events = self.resources[logical_id]["Properties"].get("Events", {})
         return [
