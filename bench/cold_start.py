@@ -43,7 +43,7 @@ HEAVY = (
 
 
 class Context:
-    """The parts of Lambda's context object Powertools reads (refund_sorter.local has one, but importing it
+    """The parts of Lambda's context object Powertools reads (refund_sorter_cli.local_stack has one, but importing it
     would load PyYAML, which the deployed handler never does)."""
 
     function_name = "cold-start-bench"
@@ -81,10 +81,10 @@ def install_timers(handler_module: Any, parts: dict[str, float]) -> float:
     """Wrap the first request's parts; returns the ms spent importing the modules the wrappers need (which the
     first request would import anyway, so they are added back to it)."""
     started = time.perf_counter()
-    import refund_sorter.classifier as classifier_module
-    import refund_sorter.images as images_module
-    import refund_sorter.pipeline  # noqa: F401 - what get_service imports, timed here with the rest
-    import refund_sorter.store as store_module
+    import refund_sorter.storage.dynamodb as store_module
+    import refund_sorter.vision.classifier as classifier_module
+    import refund_sorter.vision.images as images_module
+    import refund_sorter.vision.sorter  # noqa: F401 - what get_service imports, timed here with the rest
 
     import_ms = (time.perf_counter() - started) * 1000
     timed(images_module, "load_image", "decode_ms", parts)

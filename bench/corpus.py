@@ -66,14 +66,14 @@ class Spec:
 
 def key() -> str:
     """The cache key: the version, the seed, the count and the source photos' names."""
-    from refund_sorter.samples import PHOTOS
+    from refund_sorter_cli.samples import PHOTOS
 
     text = json.dumps([VERSION, SEED, COUNT, sorted(PHOTOS)])
     return f"v{VERSION}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
 
 
 def specs() -> list[Spec]:
-    from refund_sorter.samples import PHOTOS
+    from refund_sorter_cli.samples import PHOTOS
 
     names = sorted(PHOTOS)
     rng = np.random.default_rng(SEED)
@@ -110,7 +110,7 @@ def _grain_bank() -> np.ndarray:
 
 def render(spec: Spec) -> bytes:
     """One corpus JPEG (deterministic for its spec)."""
-    from refund_sorter.samples import encode, photo_image
+    from refund_sorter_cli.samples import encode, photo_image
 
     source = photo_image(spec.source)
     src_w, src_h = source.size

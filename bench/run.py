@@ -41,10 +41,10 @@ from bench import corpus as corpus_module
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from refund_sorter.classifier import Classifier
     from refund_sorter.config import Settings
-    from refund_sorter.pipeline import Sorter
-    from refund_sorter.taxonomy import Taxonomy
+    from refund_sorter.vision.classifier import Classifier
+    from refund_sorter.vision.sorter import Sorter
+    from refund_sorter.vision.taxonomy import Taxonomy
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 RESULTS_JSON: Final = ROOT / "bench" / "results.json"
@@ -106,7 +106,7 @@ def naive(datas: list[bytes], model_path: Path) -> dict[str, Any]:
     import onnxruntime
     from PIL import Image, ImageOps
 
-    from refund_sorter.images import CROP_FRACTION, MODEL_SIZE, to_model_input
+    from refund_sorter.vision.images import CROP_FRACTION, MODEL_SIZE, to_model_input
 
     session = onnxruntime.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
@@ -153,7 +153,7 @@ def naive(datas: list[bytes], model_path: Path) -> dict[str, Any]:
 
 def decode_all(datas: list[bytes], settings: Settings, workers: int) -> tuple[float, list[np.ndarray], list[float]]:
     """The product's loader over the corpus; ``workers`` threads (1: sequential). Returns seconds, crops, ms each."""
-    from refund_sorter.images import load_image
+    from refund_sorter.vision.images import load_image
 
     def one(data: bytes) -> tuple[np.ndarray, float]:
         start = time.perf_counter()
@@ -174,7 +174,7 @@ def infer_all(
     classifier: Classifier, crops: list[np.ndarray], batch: int = INFERENCE_BATCH
 ) -> tuple[float, np.ndarray]:
     """Batched inference alone on pre-decoded crops: ``to_model_input`` + ``Classifier.probabilities``."""
-    from refund_sorter.images import to_model_input
+    from refund_sorter.vision.images import to_model_input
 
     classifier.probabilities(to_model_input(crops[:batch]))  # warm
     started = time.perf_counter()
@@ -187,8 +187,8 @@ def infer_all(
 
 def pipeline_memory(sorter: Sorter, datas: list[bytes]) -> tuple[float, list[Any]]:
     """``Sorter.classify`` over Photos read from memory, each Result stored in a ``MemoryResultStore``."""
-    from refund_sorter.pipeline import Photo
-    from refund_sorter.store import MemoryResultStore
+    from refund_sorter.photos import Photo
+    from tests.fakes import MemoryResultStore
 
     photos = [
         Photo(id=f"bench-{i:04d}", source=f"memory://corpus/{i:04d}.jpg", read=functools.partial(bytes, data))
@@ -209,7 +209,7 @@ def measure_core(
     datas: list[bytes], sorter: Sorter, int8: Classifier | None, repeats: int
 ) -> tuple[dict[str, list[float]], list[np.ndarray], list[float], np.ndarray, list[Any]]:
     """The fast measurements, interleaved ``repeats`` times so that a noisy neighbour hits all of them alike."""
-    from refund_sorter.pipeline import Sorter
+    from refund_sorter.vision.sorter import Sorter
 
     runs: dict[str, list[float]] = {
         k: [] for k in ("decode_1", "decode_pool", "infer_fp32", "infer_int8", "pipeline", "pipeline_int8")
@@ -247,7 +247,7 @@ def measure_core(
 def int8_agreement(
     fp32_probs: np.ndarray, int8: Classifier, crops: list[np.ndarray], taxonomy: Taxonomy, threshold: float
 ) -> dict[str, Any]:
-    from refund_sorter.images import to_model_input
+    from refund_sorter.vision.images import to_model_input
 
     int8_probs = np.concatenate(
         [
@@ -285,7 +285,7 @@ def int8_agreement(
         "disagreements": disagreements,
         "rule": f"offer int8 as a setting only if category agreement >= {INT8_MIN_CATEGORY_AGREEMENT:.0%}",
         "offer_as_setting": agreement >= INT8_MIN_CATEGORY_AGREEMENT,
-        "how_to_select": "REFUND_SORTER_MODEL_PATH=<layer>/refund_sorter/data/efficientnet_lite0.int8.onnx",
+        "how_to_select": "REFUND_SORTER_MODEL_PATH=out/model/efficientnet_lite0.int8.onnx (not shipped)",
     }
 
 
@@ -337,7 +337,7 @@ def moto_server() -> Iterator[str]:
 
 def use_endpoint(endpoint: str) -> dict[str, str]:
     """Point this process's boto3 at the moto server (never real AWS); returns the variables set."""
-    from refund_sorter.aws import reset_clients
+    from refund_sorter.storage.clients import reset_clients
 
     variables = {
         "AWS_ENDPOINT_URL": endpoint,
@@ -355,12 +355,12 @@ def batch_on_moto(sorter: Sorter, datas: list[bytes], names: list[str]) -> dict[
     """Upload the corpus to incoming/ and time ``run_nightly`` (DynamoDB store, archive, CSV export)."""
     import boto3
 
-    from refund_sorter.bucket import PhotoBucket
     from refund_sorter.config import get_settings
-    from refund_sorter.local import function_environment
-    from refund_sorter.nightly import run_nightly
-    from refund_sorter.store import DynamoResultStore
-    from refund_sorter.template import Template
+    from refund_sorter.jobs.nightly import run_nightly
+    from refund_sorter.storage.bucket import PhotoBucket
+    from refund_sorter.storage.dynamodb import DynamoResultStore
+    from refund_sorter_cli.local_stack import function_environment
+    from refund_sorter_cli.template import Template
 
     template = Template()
     for key, value in function_environment(template, "BatchFunction").items():
@@ -462,10 +462,10 @@ def downsized(data: bytes, longest: int = 1600) -> tuple[bytes, str]:
 def predict_warm(data: bytes, requests: int, warmup: int) -> dict[str, Any]:
     """The predict handler in this process, the photo inline (image_base64): p50/p95 against moto, then with the
     service's store swapped for a MemoryResultStore (the model's own latency)."""
-    from refund_sorter.images import load_image, to_model_input
-    from refund_sorter.local import LambdaContext, apply_function_environment, load_handler
-    from refund_sorter.store import MemoryResultStore
-    from refund_sorter.template import Template
+    from refund_sorter.vision.images import load_image, to_model_input
+    from refund_sorter_cli.local_stack import LambdaContext, apply_function_environment, load_handler
+    from refund_sorter_cli.template import Template
+    from tests.fakes import MemoryResultStore
 
     template = Template()
     apply_function_environment(template, "PredictFunction")
@@ -725,7 +725,7 @@ def torch_eager(crops: list[np.ndarray], onnx_logits: np.ndarray, folder: Path) 
 
 
 def onnx_logits(classifier: Classifier, crops: list[np.ndarray]) -> np.ndarray:
-    from refund_sorter.images import to_model_input
+    from refund_sorter.vision.images import to_model_input
 
     session = classifier.session
     name = session.get_inputs()[0].name
@@ -1024,10 +1024,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:  # noqa: PLR0915 - one measurement after the other, in order
-    from refund_sorter.classifier import Classifier
     from refund_sorter.config import get_settings
-    from refund_sorter.pipeline import Sorter
-    from refund_sorter.template import Template
+    from refund_sorter.vision.classifier import Classifier
+    from refund_sorter.vision.sorter import Sorter
+    from refund_sorter_cli.template import Template
 
     started = time.perf_counter()
     results: dict[str, Any] = {
@@ -1047,7 +1047,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:  # noqa: PLR0915 - one meas
     settings = get_settings()
     sorter = Sorter(settings)
     sorter.classifier.warm_up()
-    int8_path = settings.model_path.with_name("efficientnet_lite0.int8.onnx")
+    int8_path = ROOT / "out" / "model" / "efficientnet_lite0.int8.onnx"  # tools/model/quantize_int8.py
     int8 = Classifier(int8_path, settings.intra_op_threads) if int8_path.is_file() else None
     if int8 is not None:
         int8.warm_up()
@@ -1115,8 +1115,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:  # noqa: PLR0915 - one meas
 def aws_measurements(
     results: dict[str, Any], sorter: Sorter, datas: list[bytes], corpus: corpus_module.Corpus, args: argparse.Namespace
 ) -> None:
-    from refund_sorter.local import create_resources, function_environment
-    from refund_sorter.template import Template
+    from refund_sorter_cli.local_stack import create_resources, function_environment
+    from refund_sorter_cli.template import Template
 
     twelve_mp = [i for i, s in enumerate(corpus.specs) if s.width * s.height >= 12_000_000]
     pick = sorted(twelve_mp, key=lambda i: len(datas[i]))[len(twelve_mp) // 2]  # the median-sized 12 MP photo
@@ -1141,7 +1141,7 @@ def aws_measurements(
 
 def agreement(naive_logits: np.ndarray, product_probs: np.ndarray, taxonomy: Taxonomy) -> dict[str, float]:
     """Does draft decoding (the product) pick what a full decode (naive) picks? Top-1 label and department."""
-    from refund_sorter.classifier import softmax
+    from refund_sorter.vision.classifier import softmax
 
     naive_probs = softmax(naive_logits)
     product = product_probs[: len(naive_probs)]

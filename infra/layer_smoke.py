@@ -11,7 +11,8 @@ Run with the runtime's Python in isolated mode, so nothing from the host's envir
 layer, in the runtime's order. Each ``--handler CODE_DIR:module.function`` is imported from its built code
 folder as Lambda imports it from ``/var/task``.
 
-Checks: the layer does not ship boto3/botocore, every shared library in it loads (so slimming removed no
+Checks: the layer does not ship boto3/botocore nor any client-side code (CLI, local stack: it must import
+without moto, werkzeug, yaml or rich), every shared library in it loads (so slimming removed no
 library something still needs), the modules the functions use import from the layer, the handlers import,
 and a generated photo in each accepted format goes through the whole pipeline to a Result.
 """
@@ -22,6 +23,7 @@ import argparse
 import ctypes
 import importlib
 import importlib.metadata
+import importlib.util
 import io
 import sys
 import time
@@ -40,10 +42,12 @@ MODULES = (
     "aws_lambda_powertools.event_handler",
     "aws_lambda_powertools.utilities.idempotency",
     "aws_lambda_powertools.utilities.typing",
-    "refund_sorter.pipeline",
+    "refund_sorter.vision.sorter",
     "refund_sorter.results",
 )
 PROVIDED_BY_LAMBDA = ("boto3", "botocore", "s3transfer")
+# The client side (command line, local stack, template reader) and what only it needs: never in Lambda.
+CLIENT_ONLY = ("refund_sorter_cli", "moto", "werkzeug", "yaml", "rich")
 
 
 def main() -> int:
@@ -60,6 +64,7 @@ def main() -> int:
         sys.path.append(str(args.runtime.resolve()))
 
     check_libraries(layer)
+    check_runtime_only(layer)
     check_modules(layer)
     check_handlers(args.handler)
     classify_every_format()
@@ -73,6 +78,18 @@ def check_libraries(layer: Path) -> None:
     for library in libraries:
         ctypes.CDLL(str(library), mode=ctypes.RTLD_LOCAL)  # raises OSError naming any missing dependency
     print(f"layer-smoke: {len(libraries)} shared libraries load")
+
+
+def check_runtime_only(layer: Path) -> None:
+    """Only the runtime ships: no client code, and no module of ours that imports a client-only package."""
+    shipped = [name for name in CLIENT_ONLY if importlib.util.find_spec(name) is not None]
+    assert not shipped, f"the layer ships client-side code: {shipped}"
+    package = layer / "refund_sorter"
+    modules = sorted(p for p in package.rglob("*.py"))
+    for path in modules:
+        name = ".".join(path.relative_to(layer).with_suffix("").parts).removesuffix(".__init__")
+        importlib.import_module(name)  # every runtime module imports with the layer alone
+    print(f"layer-smoke: runtime only: {len(modules)} modules of refund_sorter import; no {', '.join(CLIENT_ONLY)}")
 
 
 def check_modules(layer: Path) -> None:
@@ -104,8 +121,9 @@ def classify_every_format() -> None:
     import numpy as np
     from PIL import Image
 
-    from refund_sorter import images
-    from refund_sorter.pipeline import Photo, get_sorter
+    from refund_sorter.photos import Photo
+    from refund_sorter.vision import images
+    from refund_sorter.vision.sorter import get_sorter
 
     # A synthetic photo (a gradient with noise), saved in every format the package accepts: each decoder
     # is a native library that slimming could have removed.

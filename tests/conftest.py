@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from refund_sorter.config import Settings, get_settings
-from refund_sorter.pipeline import Sorter, get_sorter
+from refund_sorter.vision.sorter import Sorter, get_sorter
 
 
 @pytest.fixture(autouse=True)

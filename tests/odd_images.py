@@ -15,7 +15,7 @@ from functools import cache
 import numpy as np
 from PIL import Image
 
-from refund_sorter.samples import encode, photo_image
+from refund_sorter_cli.samples import encode, photo_image
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
-from refund_sorter.local import API_PORT, HOST, MOTO_PORT, wait_for_port
-from refund_sorter.samples import PHOTOS, photo_path
+from refund_sorter_cli.local_stack import API_PORT, HOST, MOTO_PORT, wait_for_port
+from refund_sorter_cli.samples import PHOTOS, photo_path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "out" / "demo"

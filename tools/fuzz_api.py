@@ -37,8 +37,8 @@ def main() -> int:
     socket.getaddrinfo = _loopback_only
     os.environ["REFUND_SORTER_ALLOW_PRIVATE_URLS"] = "false"  # wins over the local stack's default
 
-    from refund_sorter.local import LocalStack
-    from refund_sorter.template import Template
+    from refund_sorter_cli.local_stack import LocalStack
+    from refund_sorter_cli.template import Template
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a log line per fuzzed request buries the report
 

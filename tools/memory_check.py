@@ -19,8 +19,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from refund_sorter.pipeline import Photo, get_sorter
-from refund_sorter.samples import PHOTOS, photo_image
+from refund_sorter.photos import Photo
+from refund_sorter.vision.sorter import get_sorter
+from refund_sorter_cli.samples import PHOTOS, photo_image
 
 OUT = Path(__file__).resolve().parents[1] / "out" / "memory.json"
 

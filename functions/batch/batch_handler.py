@@ -12,11 +12,12 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
 
-from refund_sorter.bucket import PhotoBucket
 from refund_sorter.config import get_settings
-from refund_sorter.nightly import classify_uploaded, run_nightly
-from refund_sorter.pipeline import get_sorter
-from refund_sorter.store import DynamoResultStore
+from refund_sorter.jobs.nightly import run_nightly
+from refund_sorter.jobs.upload import classify_uploaded
+from refund_sorter.storage.bucket import PhotoBucket
+from refund_sorter.storage.dynamodb import DynamoResultStore
+from refund_sorter.vision.sorter import get_sorter
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext

@@ -3,34 +3,31 @@
 No Powertools Tracer here: creating it imports the X-Ray SDK, which measured ~0.3–1 s of this function's
 cold start; the function is still traced by Lambda itself (``Tracing: Active``). The nightly batch keeps it.
 
-Errors map to HTTP in one place (the exception handlers below): what the client sent is always a 4xx with
-``{"error": {"code", "message"}}``; only our own failures (storage, model) are 5xx, and never with a trace.
+Errors map to HTTP in one place, :mod:`refund_sorter.api.errors`.
 """
 
 from __future__ import annotations
 
-import json
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Annotated, Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 
-from refund_sorter.errors import ErrorCode, FetchError, ImageError, RefundSorterError
-from refund_sorter.results import Result  # noqa: TC001 - Powertools reads route annotations at runtime
-from refund_sorter.service import (
+from refund_sorter.api.errors import refuse_unsupported_media_type, register_error_handlers
+from refund_sorter.api.schemas import (
     DayParam,
     DepartmentOut,
     Health,
     PredictionPage,
     PredictionRequest,
     ReviewRequest,
-    get_service,
 )
+from refund_sorter.api.service import get_service
+from refund_sorter.results import Result  # noqa: TC001 - Powertools reads route annotations at runtime
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -99,14 +96,14 @@ def review_prediction(id: IdParam, review: ReviewRequest) -> Result:
     },
 )
 def get_export(date: Annotated[DayParam, Path()]) -> Response[str]:
-    body, link = get_service().export(date)
+    csv_text, link = get_service().export(date)
     if link is not None:
         return Response(status_code=HTTPStatus.SEE_OTHER, headers={"Location": link}, body="")
     return Response(
         status_code=HTTPStatus.OK,
         content_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="refund-sorter-{date}.csv"'},
-        body=(body or b"").decode("utf-8"),
+        body=csv_text,
     )
 
 
@@ -115,79 +112,10 @@ def list_departments() -> list[DepartmentOut]:
     return get_service().departments()
 
 
-def _error(status: HTTPStatus, code: str, message: str) -> Response[dict[str, Any]]:
-    return Response(
-        status_code=status,
-        content_type=content_types.APPLICATION_JSON,
-        body={"error": {"code": code, "message": message}},
-    )
-
-
-@app.exception_handler(RequestValidationError)
-def _invalid_request(exc: RequestValidationError) -> Response[dict[str, Any]]:
-    problems = "; ".join(
-        f"{'.'.join(str(part) for part in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in exc.errors()
-    )
-    return _error(HTTPStatus.UNPROCESSABLE_ENTITY, ErrorCode.INVALID_REQUEST, problems or "invalid request")
-
-
-@app.exception_handler(UnicodeDecodeError)
-def _not_utf8(exc: UnicodeDecodeError) -> Response[dict[str, Any]]:
-    return _error(HTTPStatus.BAD_REQUEST, ErrorCode.INVALID_REQUEST, "the body is not UTF-8 JSON")
-
-
-# What the client gets for each refusal; anything about the photo or the URL it named is 422.
-STATUS_BY_CODE = {
-    ErrorCode.NOT_FOUND: HTTPStatus.NOT_FOUND,
-    ErrorCode.INVALID_REQUEST: HTTPStatus.BAD_REQUEST,
-    ErrorCode.FILE_TOO_LARGE: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-    ErrorCode.IDEMPOTENCY_KEY_REUSED: HTTPStatus.UNPROCESSABLE_ENTITY,
-    ErrorCode.REQUEST_IN_PROGRESS: HTTPStatus.CONFLICT,
-}
-
-
-@app.exception_handler(RefundSorterError)
-def _refused(exc: RefundSorterError) -> Response[dict[str, Any]]:
-    status = STATUS_BY_CODE.get(exc.code)
-    if status is None and isinstance(exc, ImageError | FetchError):
-        status = HTTPStatus.UNPROCESSABLE_ENTITY
-    if status is None:  # storage or model: ours, not the client's
-        logger.exception("internal failure")
-        status = HTTPStatus.SERVICE_UNAVAILABLE
-    return _error(status, exc.code, exc.message)
-
-
-@app.not_found
-def _no_route(exc: Exception) -> Response[dict[str, Any]]:
-    event = app.current_event
-    return _error(HTTPStatus.NOT_FOUND, ErrorCode.NOT_FOUND, f"no route {event.http_method} {event.path}")
-
-
-@app.exception_handler(Exception)
-def _unexpected(exc: Exception) -> Response[dict[str, Any]]:
-    logger.exception("unexpected failure")
-    return _error(HTTPStatus.INTERNAL_SERVER_ERROR, "internal_error", "something went wrong on our side; it is logged")
+register_error_handlers(app)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return _unsupported_media_type(event) or app.resolve(event, context)
-
-
-def _unsupported_media_type(event: dict[str, Any]) -> dict[str, Any] | None:
-    """Bodies are JSON. Anything else is refused before Powertools' validation tries to parse it as a form
-    (a ``multipart/form-data`` without a boundary makes that parser raise a bare ValueError)."""
-    if event.get("httpMethod") not in {"POST", "PATCH", "PUT"} or not event.get("body"):
-        return None
-    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
-    media_type = str(headers.get("content-type", "application/json")).split(";")[0].strip().lower()
-    if media_type == "application/json" or media_type.endswith("+json"):
-        return None
-    message = {"error": {"code": "unsupported_media_type", "message": "send the body as application/json"}}
-    return {
-        "statusCode": HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-        "headers": {"Content-Type": content_types.APPLICATION_JSON},
-        "body": json.dumps(message),
-        "isBase64Encoded": False,
-    }
+    return refuse_unsupported_media_type(event) or app.resolve(event, context)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from refund_sorter.template import CloudFormationLoader
+from refund_sorter_cli.template import CloudFormationLoader
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = ROOT / "infra" / "template.yaml"
@@ -362,7 +362,7 @@ def test_function_policies_are_scoped(functions: dict[str, dict[str, Any]]) -> N
 
 
 def test_batch_may_move_photos(functions: dict[str, dict[str, Any]]) -> None:
-    # refund_sorter.bucket moves a photo with copy_object (tagging failed/ copies) and deletes the exact
+    # refund_sorter.storage.bucket moves a photo with copy_object (tagging failed/ copies) and deletes the exact
     # version it copied: DeleteObjectVersion and PutObjectTagging are not in SAM's S3CrudPolicy.
     for name in ("BatchFunction", "OnUploadFunction"):
         actions = {

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import pytest
 
-from refund_sorter.aws import reset_clients
-from refund_sorter.bucket import PhotoBucket
 from refund_sorter.config import Settings, get_settings
-from refund_sorter.local import create_resources, function_environment
-from refund_sorter.store import DynamoResultStore
-from refund_sorter.template import Template
+from refund_sorter.storage.bucket import PhotoBucket
+from refund_sorter.storage.clients import reset_clients
+from refund_sorter.storage.dynamodb import DynamoResultStore
+from refund_sorter_cli.local_stack import create_resources, function_environment
+from refund_sorter_cli.template import Template
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -119,7 +119,7 @@ def photo_server() -> Iterator[str]:
     import http.server
     import threading
 
-    from refund_sorter.samples import photo_path
+    from refund_sorter_cli.samples import photo_path
 
     folder = photo_path("skimage/coffee").parent
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))

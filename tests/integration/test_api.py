@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import requests
 
-from refund_sorter.local import make_api_app
-from refund_sorter.samples import photo_bytes
+from refund_sorter_cli.local_stack import make_api_app
+from refund_sorter_cli.samples import photo_bytes
 from tests.integration.conftest import CONTRACT_FIELDS, LocalAws, free_port
 
 TODAY = datetime.now(UTC).date().isoformat()
@@ -24,7 +24,7 @@ TODAY = datetime.now(UTC).date().isoformat()
 def api(aws: LocalAws, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     from werkzeug.serving import make_server
 
-    from refund_sorter.service import get_service
+    from refund_sorter.api.service import get_service
 
     get_service.cache_clear()  # the service reads the table and bucket names of this test's stack
     server = make_server("127.0.0.1", free_port(), make_api_app(aws.template), threaded=True)

@@ -14,11 +14,12 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from refund_sorter.bucket import PhotoBucket, StoredPhoto
-from refund_sorter.local import invoke
-from refund_sorter.nightly import run_nightly
-from refund_sorter.pipeline import Photo, Sorter
-from refund_sorter.samples import PHOTOS, photo_bytes
+from refund_sorter.jobs.nightly import run_nightly
+from refund_sorter.photos import Photo
+from refund_sorter.storage.bucket import PhotoBucket, StoredPhoto
+from refund_sorter.vision.sorter import Sorter
+from refund_sorter_cli.local_stack import invoke
+from refund_sorter_cli.samples import PHOTOS, photo_bytes
 from tests.integration.conftest import LocalAws
 from tests.odd_images import odd_images
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from refund_sorter.samples import photo_image, photo_path
+from refund_sorter_cli.samples import photo_image, photo_path
 from tests.integration.conftest import CONTRACT_FIELDS, LocalAws
 from tests.odd_images import odd_images, with_orientation
 

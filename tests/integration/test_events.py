@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from refund_sorter.local import invoke
+from refund_sorter_cli.local_stack import invoke
 from tests.integration.conftest import LocalAws
 
 EVENTS = Path(__file__).parents[2] / "events"

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 
-from refund_sorter.aws import dynamodb_client, reset_clients, s3_client
-from refund_sorter.bucket import PhotoBucket
 from refund_sorter.config import get_settings
-from refund_sorter.nightly import run_nightly
-from refund_sorter.pipeline import Sorter
-from refund_sorter.store import DynamoResultStore
+from refund_sorter.jobs.nightly import run_nightly
+from refund_sorter.storage.bucket import PhotoBucket
+from refund_sorter.storage.clients import dynamodb_client, reset_clients, s3_client
+from refund_sorter.storage.dynamodb import DynamoResultStore
+from refund_sorter.vision.sorter import Sorter
 from tests.integration.conftest import LocalAws
 from tests.integration.test_batch import REAL, upload_real_photos
 

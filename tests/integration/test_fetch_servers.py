@@ -24,10 +24,10 @@ import pytest
 import urllib3.util.connection
 from PIL import Image
 
-from refund_sorter import fetch
 from refund_sorter.config import Settings
 from refund_sorter.errors import ErrorCode, FetchError
-from refund_sorter.fetch import FetchedImage, fetch_image
+from refund_sorter.sources import fetch
+from refund_sorter.sources.fetch import FetchedImage, fetch_image
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from refund_sorter.errors import ErrorCode, ImageError
-from refund_sorter.export import COLUMNS, csv_file, csv_lines
 from refund_sorter.results import LabelScore, Result, Status
+from refund_sorter.storage.export import COLUMNS, csv_file, csv_lines
 
 
 def result(**changes: object) -> Result:

@@ -14,10 +14,10 @@ from typing import Any, NoReturn
 import pytest
 import urllib3.util.connection
 
-from refund_sorter import fetch
 from refund_sorter.config import Settings
 from refund_sorter.errors import ErrorCode, FetchError
-from refund_sorter.fetch import fetch_image
+from refund_sorter.sources import fetch
+from refund_sorter.sources.fetch import fetch_image
 
 PUBLIC_V4 = "93.184.216.34"
 PUBLIC_V6 = "2606:2800:220:1:248:1893:25c8:1946"

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from refund_sorter.errors import ErrorCode, ImageError
-from refund_sorter.images import MODEL_SIZE, load_image, sniff_format, to_model_input
-from refund_sorter.samples import encode, photo_image
+from refund_sorter.vision.images import MODEL_SIZE, load_image, sniff_format, to_model_input
+from refund_sorter_cli.samples import encode, photo_image
 from tests.odd_images import OddImage, odd_images, with_orientation
 
 LIMITS = {"max_bytes": 20 * 1024 * 1024, "max_pixels": 64_000_000}

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from refund_sorter.classifier import Classifier, softmax
 from refund_sorter.config import DATA_DIR
-from refund_sorter.images import load_image, to_model_input
-from refund_sorter.pipeline import Sorter
-from refund_sorter.samples import photo_bytes
+from refund_sorter.vision.classifier import Classifier, softmax
+from refund_sorter.vision.images import load_image, to_model_input
+from refund_sorter.vision.sorter import Sorter
+from refund_sorter_cli.samples import photo_bytes
 
 GOLDEN = Path(__file__).parents[1] / "fixtures" / "golden"
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from refund_sorter.config import DATA_DIR
-from refund_sorter.taxonomy import NOT_A_PRODUCT, Department, Taxonomy
+from refund_sorter.vision.taxonomy import NOT_A_PRODUCT, Department, Taxonomy
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ Run from the repository root with the model venv, after ``export_model.py``::
 
     .venv-model/bin/python tools/model/quantize_int8.py
 
-Writes ``layers/model/refund_sorter/data/efficientnet_lite0.int8.onnx``: static quantisation in QDQ format,
+Writes ``out/model/efficientnet_lite0.int8.onnx``: static quantisation in QDQ format,
 per-channel int8 weights, uint8 activations, same interface as the fp32 file (``images`` → ``logits``, float32).
 Calibration uses seeded random crops and flips of real photos shipped in wheels (the golden photos plus a few
 more), so the ranges see varied real content and the result is reproducible. ``verify_golden.py`` reports the

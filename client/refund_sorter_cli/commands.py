@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from refund_sorter.nightly import BatchReport
+    from refund_sorter.jobs.report import BatchReport
     from refund_sorter.results import Result
-    from refund_sorter.template import Template
+    from refund_sorter_cli.template import Template
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -63,8 +63,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _classify(args: argparse.Namespace) -> int:
-    from refund_sorter.pipeline import get_sorter
-    from refund_sorter.sources import is_url, photo_from_path, photo_from_url
+    from refund_sorter.sources.files import is_url, photo_from_path, photo_from_url
+    from refund_sorter.vision.sorter import get_sorter
 
     sorter = get_sorter()
     settings = sorter.settings
@@ -91,8 +91,8 @@ def _classify(args: argparse.Namespace) -> int:
 def _aws_context(args: argparse.Namespace, function: str = "BatchFunction") -> Template:
     """Where upload/batch/export/invoke act: the local stack with the template's environment by default; with
     ``--aws``, real AWS as the environment's credentials, region and REFUND_SORTER_* variables say."""
-    from refund_sorter.local import apply_function_environment, use_local_aws
-    from refund_sorter.template import Template
+    from refund_sorter_cli.local_stack import apply_function_environment, use_local_aws
+    from refund_sorter_cli.template import Template
 
     template = Template()
     if not args.aws:
@@ -106,8 +106,8 @@ def _local(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from refund_sorter.local import LocalStack
-    from refund_sorter.template import Template
+    from refund_sorter_cli.local_stack import LocalStack
+    from refund_sorter_cli.template import Template
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per moto call drowns everything else
     stack = LocalStack(Template()).start()
@@ -125,8 +125,8 @@ def _local(args: argparse.Namespace) -> int:
 
 
 def _upload(args: argparse.Namespace) -> int:
-    from refund_sorter.bucket import PhotoBucket
     from refund_sorter.config import get_settings
+    from refund_sorter.storage.bucket import PhotoBucket
 
     _aws_context(args)
     bucket = PhotoBucket(get_settings())
@@ -142,11 +142,11 @@ def _upload(args: argparse.Namespace) -> int:
 def _batch(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from refund_sorter.bucket import PhotoBucket
     from refund_sorter.config import get_settings
-    from refund_sorter.nightly import run_nightly
-    from refund_sorter.pipeline import get_sorter
-    from refund_sorter.store import DynamoResultStore
+    from refund_sorter.jobs.nightly import run_nightly
+    from refund_sorter.storage.bucket import PhotoBucket
+    from refund_sorter.storage.dynamodb import DynamoResultStore
+    from refund_sorter.vision.sorter import get_sorter
 
     _aws_context(args)
     settings = get_settings()
@@ -176,9 +176,9 @@ def _batch(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from refund_sorter.config import get_settings
-    from refund_sorter.export import csv_lines
-    from refund_sorter.service import parse_day
-    from refund_sorter.store import DynamoResultStore
+    from refund_sorter.days import parse_day
+    from refund_sorter.storage.dynamodb import DynamoResultStore
+    from refund_sorter.storage.export import csv_lines
 
     _aws_context(args)
     lines = csv_lines(DynamoResultStore(get_settings().table).by_day(parse_day(args.date)))
@@ -195,7 +195,7 @@ def _export(args: argparse.Namespace) -> int:
 def _invoke(args: argparse.Namespace) -> int:
     import json
 
-    from refund_sorter.local import invoke
+    from refund_sorter_cli.local_stack import invoke
 
     template = _aws_context(args, args.function)
     reply = invoke(template, args.function, json.loads(args.event.read_text(encoding="utf-8")))

@@ -21,25 +21,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from refund_sorter.classifier import Classifier
 from refund_sorter.config import Settings, get_settings
 from refund_sorter.errors import RefundSorterError
+from refund_sorter.photos import Photo  # noqa: TC001 - a dataclass field type
 from refund_sorter.results import LabelScore, Result, Status
-from refund_sorter.taxonomy import NOT_A_PRODUCT, Taxonomy
+from refund_sorter.vision.classifier import Classifier
+from refund_sorter.vision.taxonomy import NOT_A_PRODUCT, Taxonomy
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Iterable, Iterator
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Photo:
-    """A photo to classify: where it is from, and how to get its bytes (called on a worker thread)."""
-
-    id: str
-    source: str
-    read: Callable[[], bytes]
 
 
 @dataclass(frozen=True)
@@ -110,7 +102,7 @@ class Sorter:
 
     def _decode(self, data: bytes) -> np.ndarray:
         # Imported on first use (Pillow, ~20 ms): the API's routes that never classify don't pay for it.
-        from refund_sorter.images import load_image
+        from refund_sorter.vision.images import load_image
 
         return load_image(data, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels)
 
@@ -119,7 +111,7 @@ class Sorter:
         return Result.from_error(id=photo.id, source=photo.source, error=error, model_version=self.model_version)
 
     def _classified(self, photos: list[Photo], crops: list[np.ndarray]) -> list[Result]:
-        from refund_sorter.images import to_model_input
+        from refund_sorter.vision.images import to_model_input
 
         class_probs = self.classifier.probabilities(to_model_input(crops))
         department_probs = self.taxonomy.department_probabilities(class_probs)

@@ -5,13 +5,12 @@ from __future__ import annotations
 import binascii
 import re
 import uuid
-from datetime import date
 from functools import cache, cached_property
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
+from refund_sorter.api.schemas import DepartmentOut, PredictionPage, PredictionRequest
 from refund_sorter.config import Settings, get_settings
+from refund_sorter.days import parse_day
 from refund_sorter.errors import (
     ConflictError,
     ErrorCode,
@@ -27,70 +26,15 @@ if TYPE_CHECKING:
 
     from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
 
-    from refund_sorter.bucket import PhotoBucket
-    from refund_sorter.pipeline import Sorter
-    from refund_sorter.store import DynamoResultStore
+    from refund_sorter.api.schemas import ReviewRequest
+    from refund_sorter.storage.bucket import PhotoBucket
+    from refund_sorter.storage.dynamodb import DynamoResultStore
+    from refund_sorter.vision.sorter import Sorter
 
-DayParam = Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$", examples=["2026-11-25"])]
 _SAFE_KEY = re.compile(r"^[^\x00-\x1f]{1,1024}$")
+
 # Lambda's synchronous response limit is 6 MB; bigger exports are handed out as a presigned S3 link.
 INLINE_EXPORT_BYTES = 5 * 1024 * 1024
-
-
-class PredictionRequest(BaseModel):
-    """Exactly one of ``url``, ``s3_key`` or ``image_base64``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    url: (
-        Annotated[str, Field(min_length=1, max_length=2048, examples=["https://example.com/return-1234.jpg"])] | None
-    ) = None
-    s3_key: Annotated[str, Field(min_length=1, max_length=1024, examples=["incoming/return-1234.jpg"])] | None = None
-    # repr=False: Powertools formats the route's arguments into a debug message on every request; a 3 MB
-    # photo's repr costs 5-10 ms even with debug logging off.
-    image_base64: str | None = Field(None, description="The photo's bytes, base64", repr=False)
-
-    @model_validator(mode="after")
-    def _exactly_one_source(self) -> PredictionRequest:
-        given = [name for name in ("url", "s3_key", "image_base64") if getattr(self, name) is not None]
-        if len(given) != 1:
-            raise ValueError(f"give exactly one of url, s3_key, image_base64 (got {', '.join(given) or 'none'})")
-        return self
-
-
-class ReviewRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    category: Annotated[str, Field(min_length=1, max_length=64, examples=["shoes"])]
-
-
-class PredictionPage(BaseModel):
-    date: str
-    items: list[Result]
-    next_token: str | None = Field(None, description="Pass as next_token for the next page")
-
-
-class DepartmentOut(BaseModel):
-    id: str
-    name: str
-    description: str
-
-
-class Health(BaseModel):
-    status: Literal["ok"] = "ok"
-    model_version: str
-
-
-def parse_day(text: str) -> str:
-    """A calendar date in ISO form; anything else is the client's mistake."""
-    try:
-        return date.fromisoformat(text).isoformat() if len(text) == 10 else _bad_day(text)
-    except ValueError:
-        return _bad_day(text)
-
-
-def _bad_day(text: str) -> str:
-    raise InvalidRequestError(f"{text!r} is not a date of the form YYYY-MM-DD")
 
 
 class PredictionService:
@@ -115,7 +59,7 @@ class PredictionService:
     @property
     def store(self) -> DynamoResultStore:
         if self._store is None:
-            from refund_sorter.store import DynamoResultStore
+            from refund_sorter.storage.dynamodb import DynamoResultStore
 
             self._store = DynamoResultStore(self.settings.table)
         return self._store
@@ -123,14 +67,14 @@ class PredictionService:
     @property
     def bucket(self) -> PhotoBucket:
         if self._bucket is None:
-            from refund_sorter.bucket import PhotoBucket
+            from refund_sorter.storage.bucket import PhotoBucket
 
             self._bucket = PhotoBucket(self.settings)
         return self._bucket
 
     def predict(self, request: PredictionRequest) -> tuple[Result, bool]:
         """Classify what the request names and store it. Returns the Result and whether it is new."""
-        from refund_sorter.sources import photo_from_bytes, photo_from_url
+        from refund_sorter.sources.files import photo_from_bytes, photo_from_url
 
         new_id = uuid.uuid4().hex
         if request.url is not None:
@@ -222,18 +166,18 @@ class PredictionService:
             )
         return self.store.review(result_id, request.category)
 
-    def export(self, day: str) -> tuple[bytes | None, str | None]:
-        """The day's CSV: its bytes when small, else ``(None, presigned_url)`` to the stored export."""
-        from refund_sorter.export import csv_file
+    def export(self, day: str) -> tuple[str, str | None]:
+        """The day's CSV: its text when small, else ``("", presigned_url)`` to the stored export."""
+        from refund_sorter.storage.export import csv_file
 
         day = parse_day(day)
         export = csv_file(self.store.by_day(day))
         with export.body:
             if export.size <= INLINE_EXPORT_BYTES:
-                return export.body.read(), None
+                return export.body.read().decode("utf-8"), None
             key = f"{self.settings.exports_prefix}{day}.csv"
             self.bucket.put_export(key, export.body)
-        return None, self.bucket.presigned_get(key)
+        return "", self.bucket.presigned_get(key)
 
     def departments(self) -> list[DepartmentOut]:
         return [
@@ -255,6 +199,6 @@ def _decode_base64(text: str, settings: Settings) -> bytes:
 @cache
 def get_service() -> PredictionService:
     """The process-wide service; the model session itself is only created on the first classification."""
-    from refund_sorter.pipeline import get_sorter
+    from refund_sorter.vision.sorter import get_sorter
 
     return PredictionService(get_settings(), get_sorter())

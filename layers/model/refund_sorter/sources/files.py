@@ -10,7 +10,7 @@ import hashlib
 from typing import TYPE_CHECKING
 
 from refund_sorter.errors import ErrorCode, ImageError, NotFoundError
-from refund_sorter.pipeline import Photo
+from refund_sorter.photos import Photo
 from refund_sorter.results import stable_id
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ def photo_from_path(path: Path, settings: Settings) -> Photo:
 
 def photo_from_url(url: str, settings: Settings, photo_id: str | None = None) -> Photo:
     def read() -> bytes:
-        from refund_sorter.fetch import fetch_image  # urllib3 and DNS code only where URLs are used
+        from refund_sorter.sources.fetch import fetch_image  # urllib3 and DNS code only where URLs are used
 
         return fetch_image(url, settings).data
 

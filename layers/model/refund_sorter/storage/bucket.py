@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from refund_sorter.errors import ErrorCode, ImageError, NotFoundError, StorageError
-from refund_sorter.pipeline import Photo
+from refund_sorter.photos import Photo
 from refund_sorter.results import stable_id
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ class PhotoBucket:
     def __init__(self, settings: Settings, client: S3Client | None = None) -> None:
         if not settings.bucket:
             raise StorageError("no images bucket configured (REFUND_SORTER_BUCKET)")
-        from refund_sorter.aws import s3_client
+        from refund_sorter.storage.clients import s3_client
 
         self.name = settings.bucket
         self.settings = settings

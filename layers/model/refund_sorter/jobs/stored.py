@@ -1,4 +1,4 @@
-"""The nightly job: classify everything in ``incoming/``, store one Result per photo, archive, export.
+"""Classify photos that sit in the bucket: the step the nightly job and the upload trigger share.
 
 Safe to run twice at once or to stop half-way: a photo's Result id derives from bucket, key and ETag, the
 write is conditional, and a photo leaves ``incoming/`` only after its Result is stored. So a run that is
@@ -9,104 +9,25 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
-from refund_sorter.errors import NotFoundError
-from refund_sorter.results import Status, utc_now
+from refund_sorter.jobs.report import BatchReport
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
 
-    from refund_sorter.bucket import PhotoBucket, StoredPhoto
-    from refund_sorter.pipeline import Photo, Sorter
+    from refund_sorter.photos import Photo
     from refund_sorter.results import Result
-    from refund_sorter.store import ResultStore
+    from refund_sorter.storage.base import ResultStore
+    from refund_sorter.storage.bucket import PhotoBucket, StoredPhoto
+    from refund_sorter.vision.sorter import Sorter
 
 logger = logging.getLogger(__name__)
 
 # Threads that store Results and move photos while inference goes on, and how many photos may wait for them.
 IO_WORKERS = 8
 IO_IN_FLIGHT = 64
-
-
-@dataclass
-class BatchReport:
-    """What one run did. ``remaining`` photos were left for the next run (time budget or transient errors)."""
-
-    classified: int = 0
-    needs_review: int = 0
-    failed: int = 0
-    already_done: int = 0
-    deferred: int = 0
-    stopped_early: bool = False
-    seconds: float = 0.0
-    export_key: str | None = None
-    export_rows: int = 0
-    errors: list[str] = field(default_factory=list)
-
-    def count(self, status: Status) -> None:
-        if status is Status.FAILED:
-            self.failed += 1
-        elif status is Status.NEEDS_REVIEW:
-            self.needs_review += 1
-        else:
-            self.classified += 1
-
-    @property
-    def processed(self) -> int:
-        return self.classified + self.needs_review + self.failed
-
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self) | {"processed": self.processed}
-
-
-def run_nightly(
-    sorter: Sorter,
-    store: ResultStore,
-    bucket: PhotoBucket,
-    *,
-    seconds_left: Callable[[], float] = lambda: float("inf"),
-    on_result: Callable[[BatchReport, Result | None], None] | None = None,
-    day: str | None = None,
-) -> BatchReport:
-    """Classify everything in ``incoming/``, then write ``exports/<day>.csv``.
-
-    Parameters
-    ----------
-    seconds_left
-        Time left in the Lambda invocation; no new photo is started with less than
-        ``settings.batch_safety_seconds`` left, and the export is still written.
-    on_result
-        Called after each photo with the report so far and the photo's Result (``None`` if deferred).
-    day
-        The export's day (UTC); today by default.
-    """
-    started = time.monotonic()
-    report = classify_stored(sorter, store, bucket, bucket.incoming(), seconds_left=seconds_left, on_result=on_result)
-    report.export_key, report.export_rows = write_export(store, bucket, day or utc_now().date().isoformat())
-    report.seconds = round(time.monotonic() - started, 3)
-    return report
-
-
-def classify_uploaded(sorter: Sorter, store: ResultStore, bucket: PhotoBucket, keys: Iterable[str]) -> BatchReport:
-    """Classify photos minutes after they land (S3 ObjectCreated); the nightly run skips them afterwards."""
-    started = time.monotonic()
-
-    def still_waiting() -> Iterator[StoredPhoto]:
-        for key in keys:
-            if not key.startswith(bucket.settings.incoming_prefix):
-                continue
-            try:
-                yield bucket.head(key)
-            except NotFoundError:  # the nightly run (or a retry of this event) got there first
-                continue
-
-    report = classify_stored(sorter, store, bucket, still_waiting())
-    report.seconds = round(time.monotonic() - started, 3)
-    return report
 
 
 def classify_stored(
@@ -202,14 +123,3 @@ class _Run:
                 self.report.already_done += 1  # by an earlier run that stopped before archiving, or a concurrent one
             if self.on_result:
                 self.on_result(self.report, None if error else result)
-
-
-def write_export(store: ResultStore, bucket: PhotoBucket, day: str) -> tuple[str, int]:
-    """Write ``exports/<day>.csv`` from the store; returns its key and row count."""
-    from refund_sorter.export import csv_file
-
-    export = csv_file(store.by_day(day))
-    key = f"{bucket.settings.exports_prefix}{day}.csv"
-    with export.body:
-        bucket.put_export(key, export.body)
-    return key, export.rows

@@ -1,4 +1,4 @@
-"""Where Results live: DynamoDB in AWS (and on the local moto stack), memory in unit tests and benchmarks.
+"""Results in DynamoDB (in AWS and on the local moto stack).
 
 The table is keyed by ``id``; a ``by-day`` global secondary index (``day``, ``timestamp``) serves the daily
 listing and the CSV export. Only this module knows the item layout.
@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
-from abc import ABC, abstractmethod
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from refund_sorter.errors import InvalidRequestError, NotFoundError, StorageError
-from refund_sorter.results import Result, Status, utc_now
+from refund_sorter.errors import InvalidRequestError, StorageError
+from refund_sorter.results import Result
+from refund_sorter.storage.base import ResultStore
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -22,71 +21,6 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 BY_DAY_INDEX = "by-day"
-
-
-class ResultStore(ABC):
-    """Results by id and by day."""
-
-    @abstractmethod
-    def add(self, result: Result) -> bool:
-        """Store a new result; ``False`` (and nothing written) if one with that id exists already."""
-
-    @abstractmethod
-    def get(self, result_id: str) -> Result | None: ...
-
-    @abstractmethod
-    def by_day(self, day: str) -> Iterator[Result]:
-        """The day's results (UTC), oldest first, fetched page by page."""
-
-    @abstractmethod
-    def replace(self, result: Result) -> None:
-        """Overwrite an existing result (a person's review)."""
-
-    @abstractmethod
-    def page_by_day(self, day: str, *, limit: int, token: str | None = None) -> tuple[list[Result], str | None]:
-        """One page of the day's results and the token for the next page (``None`` at the end)."""
-
-    def review(self, result_id: str, department: str) -> Result:
-        """Record a person's decision: the department becomes the prediction, certain, status ``reviewed``."""
-        current = self.get(result_id)
-        if current is None:
-            raise NotFoundError(f"no prediction with id {result_id}")
-        reviewed = current.model_copy(
-            update={"status": Status.REVIEWED, "prediction": department, "confidence": 1.0, "reviewed_at": utc_now()}
-        )
-        self.replace(reviewed)
-        return reviewed
-
-
-class MemoryResultStore(ResultStore):
-    """A ResultStore in a dict: for unit tests and the benchmark's in-memory variant."""
-
-    def __init__(self) -> None:
-        self._items: dict[str, Result] = {}
-        self._lock = threading.Lock()
-
-    def add(self, result: Result) -> bool:
-        with self._lock:
-            if result.id in self._items:
-                return False
-            self._items[result.id] = result
-            return True
-
-    def get(self, result_id: str) -> Result | None:
-        return self._items.get(result_id)
-
-    def by_day(self, day: str) -> Iterator[Result]:
-        yield from sorted((r for r in self._items.values() if r.day == day), key=lambda r: r.timestamp)
-
-    def replace(self, result: Result) -> None:
-        with self._lock:
-            self._items[result.id] = result
-
-    def page_by_day(self, day: str, *, limit: int, token: str | None = None) -> tuple[list[Result], str | None]:
-        every = list(self.by_day(day))
-        start = int(token) if token and token.isdigit() else 0
-        end = start + limit
-        return every[start:end], (str(end) if end < len(every) else None)
 
 
 class DynamoResultStore(ResultStore):
@@ -97,7 +31,7 @@ class DynamoResultStore(ResultStore):
     table
         The table's name.
     client
-        A DynamoDB client; by default the process-wide one from :mod:`refund_sorter.aws`.
+        A DynamoDB client; by default the process-wide one from :mod:`refund_sorter.storage.clients`.
     """
 
     def __init__(self, table: str, client: DynamoDBClient | None = None) -> None:
@@ -105,7 +39,7 @@ class DynamoResultStore(ResultStore):
             raise StorageError("no results table configured (REFUND_SORTER_TABLE)")
         from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
-        from refund_sorter.aws import dynamodb_client
+        from refund_sorter.storage.clients import dynamodb_client
 
         self.table = table
         self.client = client or dynamodb_client()

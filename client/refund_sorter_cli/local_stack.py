@@ -22,7 +22,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from refund_sorter.template import LOCAL_ACCOUNT, LOCAL_REGION, Template
+from refund_sorter_cli.template import LOCAL_ACCOUNT, LOCAL_REGION, Template
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -64,8 +64,8 @@ def apply_function_environment(template: Template, logical_id: str) -> None:
     """Set the function's environment in this process (values already in the environment win)."""
     for key, value in function_environment(template, logical_id).items():
         os.environ.setdefault(key, value)
-    from refund_sorter.aws import reset_clients
     from refund_sorter.config import get_settings
+    from refund_sorter.storage.clients import reset_clients
 
     get_settings.cache_clear()
     reset_clients()

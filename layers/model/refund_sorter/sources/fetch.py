@@ -50,7 +50,7 @@ from urllib3.exceptions import TimeoutError as Urllib3TimeoutError
 from refund_sorter import __version__
 from refund_sorter.config import Settings, get_settings
 from refund_sorter.errors import ErrorCode, FetchError
-from refund_sorter.images import sniff_format
+from refund_sorter.vision.images import sniff_format
 
 if TYPE_CHECKING:
     from urllib3.response import BaseHTTPResponse
