@@ -72,13 +72,20 @@ def test_post_url_then_get_list_review_and_export(api: str, photo_server: str) -
     # PATCH: a person decides
     reviewed = requests.patch(f"{api}/predictions/{result['id']}", json={"category": "home_kitchen"}, timeout=10)
     assert reviewed.status_code == 200, reviewed.text
-    assert (reviewed.json()["status"], reviewed.json()["prediction"]) == ("reviewed", "home_kitchen")
+    decided = reviewed.json()
+    # the model's answer stays; the person's decision is the department, and who made it is recorded
+    assert (decided["status"], decided["prediction"], decided["department"]) == ("reviewed", "food_drink", "home_kitchen")
+    assert decided["confidence"] == result["confidence"]
+    assert decided["review"]["department"] == "home_kitchen" and decided["review"]["by"]
     # GET the export
     export = requests.get(f"{api}/exports/{TODAY}", timeout=10)
     assert export.status_code == 200
     assert export.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(export.content.decode("utf-8-sig"))))
-    assert [(r["id"], r["status"], r["prediction"]) for r in rows] == [(result["id"], "reviewed", "home_kitchen")]
+    assert [(r["id"], r["status"], r["prediction"], r["department"]) for r in rows] == [
+        (result["id"], "reviewed", "food_drink", "home_kitchen")
+    ]
+    assert rows[0]["reviewed_by"] and rows[0]["reviewed_at"]
 
 
 def test_post_base64_and_s3_key(api: str, aws: LocalAws) -> None:

@@ -24,6 +24,8 @@ UtcTimestamp = Annotated[
     ),
 ]
 Probability = Annotated[float, Field(ge=0, le=1)]
+# The department of everything that is no product at all; the taxonomy maps ImageNet's animals, scenes, … here.
+NOT_A_PRODUCT = "not_a_product"
 
 
 class Status(StrEnum):
@@ -33,9 +35,29 @@ class Status(StrEnum):
     REVIEWED = "reviewed"
 
 
+class ReviewReason(StrEnum):
+    """Why a photo waits for a person."""
+
+    LOW_CONFIDENCE = "low_confidence"  # the department's probability is under the threshold
+    NOT_A_PRODUCT = "not_a_product"  # the photo shows no product (an animal, a landscape, a meal)
+
+
 class LabelScore(BaseModel):
     label: str
     confidence: Probability
+
+
+class DepartmentScore(BaseModel):
+    department: str
+    confidence: Probability
+
+
+class Review(BaseModel):
+    """A person's decision. Confirming the model and correcting it are both decisions."""
+
+    department: str = Field(description="Where the person sent the item")
+    by: str = Field(description="Who decided: the signed-in user (or 'local' on the local stack)")
+    at: UtcTimestamp = Field(default_factory=utc_now)
 
 
 class ResultError(BaseModel):
@@ -51,15 +73,27 @@ class Result(BaseModel):
     id: str = Field(description="Stable id: derived from the photo's origin, so a rerun finds it again")
     source: str = Field(description="s3://bucket/key or the URL the photo came from")
     status: Status
-    prediction: str | None = Field(None, description="Refund department id (see GET /departments)")
-    confidence: Probability | None = Field(None, description="Probability of that department: sum over its classes")
+    prediction: str | None = Field(None, description="The model's department (see GET /departments); never overwritten")
+    confidence: Probability | None = Field(None, description="The model's probability of that department")
     label: str | None = Field(None, description="Top ImageNet label")
     label_confidence: Probability | None = None
     top_k: list[LabelScore] = Field(default_factory=list)
+    top_departments: list[DepartmentScore] = Field(
+        default_factory=list, description="The model's most likely departments, best first (a reviewer's choices)"
+    )
     model_version: str
     timestamp: UtcTimestamp = Field(default_factory=utc_now)
     error: ResultError | None = Field(None, description="Only for status failed")
-    reviewed_at: UtcTimestamp | None = Field(None, description="When a person set the department (status reviewed)")
+    review_reason: ReviewReason | None = Field(None, description="Why it needs review (status needs_review)")
+    department: str | None = Field(
+        None,
+        description="Where the item goes now: the person's decision when reviewed, the prediction when classified, "
+        "empty while needs_review or failed",
+    )
+    review: Review | None = Field(None, description="The person's decision, once one was made")
+    photo_key: str | None = Field(
+        None, description="Where the photo is kept now, in the images bucket (processed/, failed/, uploads/)"
+    )
 
     @classmethod
     def from_error(cls, *, id: str, source: str, error: RefundSorterError, model_version: str) -> Result:
@@ -75,6 +109,15 @@ class Result(BaseModel):
     def day(self) -> str:
         """The UTC day the result belongs to: exports and listings are by day."""
         return self.timestamp.astimezone(UTC).date().isoformat()
+
+
+def decide(department: str, confidence: float, threshold: float) -> tuple[Status, ReviewReason | None]:
+    """The rule that decides whether a photo is sorted automatically or waits for a person."""
+    if department == NOT_A_PRODUCT:
+        return Status.NEEDS_REVIEW, ReviewReason.NOT_A_PRODUCT
+    if confidence < threshold:
+        return Status.NEEDS_REVIEW, ReviewReason.LOW_CONFIDENCE
+    return Status.CLASSIFIED, None
 
 
 def stable_id(*parts: str) -> str:

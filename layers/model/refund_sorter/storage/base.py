@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
 from refund_sorter.errors import NotFoundError
-from refund_sorter.results import Status, utc_now
+from refund_sorter.results import Review, Status
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -40,13 +40,18 @@ class ResultStore(ABC):
     def page_by_day(self, day: str, *, limit: int, token: str | None = None) -> tuple[list[Result], str | None]:
         """One page of the day's results and the token for the next page (``None`` at the end)."""
 
-    def review(self, result_id: str, department: str) -> Result:
-        """Record a person's decision: the department becomes the prediction, certain, status ``reviewed``."""
+    def review(self, result_id: str, department: str, by: str = "local") -> Result:
+        """Record a person's decision; the model's own answer (prediction, confidence) stays as it was."""
         current = self.get(result_id)
         if current is None:
             raise NotFoundError(f"no prediction with id {result_id}")
         reviewed = current.model_copy(
-            update={"status": Status.REVIEWED, "prediction": department, "confidence": 1.0, "reviewed_at": utc_now()}
+            update={
+                "status": Status.REVIEWED,
+                "department": department,
+                "review": Review(department=department, by=by),
+                "review_reason": None,
+            }
         )
         self.replace(reviewed)
         return reviewed

@@ -29,6 +29,9 @@ COLUMNS = (
     "label_confidence",
     "error_code",
     "error_message",
+    "department",
+    "review_reason",
+    "reviewed_by",
     "reviewed_at",
     "model_version",
     "id",
@@ -43,7 +46,13 @@ def csv_row(result: Result) -> dict[str, str]:
     document = result.model_dump(mode="json")
     error = document.get("error") or {}
     row = {column: document.get(column) for column in COLUMNS}
-    row |= {"error_code": error.get("code"), "error_message": error.get("message")}
+    review = document.get("review") or {}
+    row |= {
+        "error_code": error.get("code"),
+        "error_message": error.get("message"),
+        "reviewed_by": review.get("by"),
+        "reviewed_at": review.get("at"),
+    }
     return {column: _cell(value) for column, value in row.items()}
 
 

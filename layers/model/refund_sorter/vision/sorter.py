@@ -24,14 +24,17 @@ import numpy as np
 from refund_sorter.config import Settings, get_settings
 from refund_sorter.errors import RefundSorterError
 from refund_sorter.photos import Photo  # noqa: TC001 - a dataclass field type
-from refund_sorter.results import LabelScore, Result, Status
+from refund_sorter.results import DepartmentScore, LabelScore, Result, Status, decide
 from refund_sorter.vision.classifier import Classifier
-from refund_sorter.vision.taxonomy import NOT_A_PRODUCT, Taxonomy
+from refund_sorter.vision.taxonomy import Taxonomy
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
 logger = logging.getLogger(__name__)
+
+# Departments a Result lists as a reviewer's first choices (the review page's keys 1-9).
+TOP_DEPARTMENTS = 9
 
 
 @dataclass(frozen=True)
@@ -121,19 +124,26 @@ class Sorter:
         results = []
         for photo, probs, dept_probs in zip(photos, class_probs, department_probs, strict=True):
             best = np.argsort(probs)[::-1][:top_k]
-            department = departments[int(dept_probs.argmax())]
-            confidence = _probability(dept_probs.max())
-            sure = department != NOT_A_PRODUCT and confidence >= self.settings.confidence_threshold
+            best_departments = np.argsort(dept_probs)[::-1][:TOP_DEPARTMENTS]
+            department = departments[int(best_departments[0])]
+            confidence = _probability(dept_probs[best_departments[0]])
+            status, reason = decide(department, confidence, self.settings.confidence_threshold)
             results.append(
                 Result(
                     id=photo.id,
                     source=photo.source,
-                    status=Status.CLASSIFIED if sure else Status.NEEDS_REVIEW,
+                    status=status,
+                    review_reason=reason,
+                    department=department if status is Status.CLASSIFIED else None,
                     prediction=department,
                     confidence=confidence,
                     label=labels[best[0]],
                     label_confidence=_probability(probs[best[0]]),
                     top_k=[LabelScore(label=labels[i], confidence=_probability(probs[i])) for i in best],
+                    top_departments=[
+                        DepartmentScore(department=departments[i], confidence=_probability(dept_probs[i]))
+                        for i in best_departments
+                    ],
                     model_version=self.model_version,
                 )
             )

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from refund_sorter.results import NOT_A_PRODUCT
+
 if TYPE_CHECKING:
     from pathlib import Path
-
-NOT_A_PRODUCT = "not_a_product"
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,9 @@ class Department:
     id: str
     name: str
     description: str
+
+
+__all__ = ["NOT_A_PRODUCT", "Department", "Taxonomy"]
 
 
 class Taxonomy:
