@@ -1,0 +1,63 @@
+"""``/predictions``: classify a photo, read Results, and record a person's decision."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Annotated
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Query
+from aws_lambda_powertools.metrics import MetricUnit
+
+# Powertools reads route annotations at runtime: these imports are not for type checking only.
+from refund_sorter.api.schemas import DayParam, PredictionPage, PredictionRequest, ReviewRequest  # noqa: TC001
+from refund_sorter.api.service import get_service
+from refund_sorter.results import Result  # noqa: TC001
+
+router = Router()
+logger = Logger(child=True)
+metrics = Metrics()
+
+IdParam = Annotated[str, Path(min_length=1, max_length=64, description="The prediction's id")]
+
+
+@router.post("/predictions", summary="Classify a photo by URL, S3 key or base64 bytes")
+def create_prediction(
+    request: PredictionRequest,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key", min_length=1, max_length=128, description="A retry with it gets the first answer"
+        ),
+    ] = None,
+) -> Response[Result]:
+    service = get_service()
+    if idempotency_key:
+        result, created = service.predict_once(request, idempotency_key, router.lambda_context)
+    else:
+        result, created = service.predict(request)
+    metrics.add_metric(name=f"api_{result.status.value}", unit=MetricUnit.Count, value=1)
+    logger.info("prediction", extra={"id": result.id, "status": result.status, "prediction": result.prediction})
+    status = HTTPStatus.CREATED if created else HTTPStatus.OK
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=result)
+
+
+@router.get("/predictions/<id>", summary="One prediction")
+def get_prediction(id: IdParam) -> Result:
+    return get_service().get(id)
+
+
+@router.get("/predictions", summary="A day's predictions, oldest first, paged")
+def list_predictions(
+    date: Annotated[DayParam, Query(description="UTC day, YYYY-MM-DD")],
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    next_token: Annotated[str | None, Query(max_length=2048)] = None,
+) -> PredictionPage:
+    return get_service().list_day(date, limit, next_token)
+
+
+@router.patch("/predictions/<id>", summary="A person decides the department: status becomes reviewed")
+def review_prediction(id: IdParam, review: ReviewRequest) -> Result:
+    return get_service().review(id, review)
