@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from refund_sorter.jobs.report import BatchReport
     from refund_sorter.results import Result
     from refund_sorter_cli.template import Template
 
@@ -43,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     upload.add_argument("folder", type=Path, metavar="DIR")
     upload.set_defaults(run=_upload)
 
-    batch = commands.add_parser("batch", help="run the nightly batch now, with a progress bar")
+    batch = commands.add_parser("batch", help="run the nightly state machine now, with a progress bar")
+    batch.add_argument("--workers", type=int, metavar="N", help="worker processes at once (default: one per CPU)")
     batch.set_defaults(run=_batch)
 
     export = commands.add_parser("export", help="a day's results as CSV")
@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     export.set_defaults(run=_export)
 
     invoke = commands.add_parser("invoke", help="run a function's handler with an event, like sam local invoke")
-    invoke.add_argument("function", metavar="FUNCTION", help="the template's logical id, e.g. BatchFunction")
+    invoke.add_argument("function", metavar="FUNCTION", help="the template's logical id, e.g. PlanFunction")
     invoke.add_argument("--event", type=Path, required=True, metavar="FILE")
     invoke.set_defaults(run=_invoke)
     for command in (upload, batch, export, invoke):
@@ -88,7 +88,7 @@ def _classify(args: argparse.Namespace) -> int:
     return 1 if any(r.status == "failed" for r in results) else 0
 
 
-def _aws_context(args: argparse.Namespace, function: str = "BatchFunction") -> Template:
+def _aws_context(args: argparse.Namespace, function: str = "PredictFunction") -> Template:
     """Where upload/batch/export/invoke act: the local stack with the template's environment by default; with
     ``--aws``, real AWS as the environment's credentials, region and REFUND_SORTER_* variables say."""
     from refund_sorter_cli.local_stack import apply_function_environment, use_local_aws
@@ -140,38 +140,18 @@ def _upload(args: argparse.Namespace) -> int:
 
 
 def _batch(args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    """The nightly run, now: the template's state machine on the local stack, its workers in separate processes
+    (:mod:`refund_sorter_cli.night`). In AWS the schedule starts the deployed state machine instead."""
+    from refund_sorter_cli.night import run_night_locally
 
-    from refund_sorter.config import get_settings
-    from refund_sorter.jobs.nightly import run_nightly
-    from refund_sorter.storage.bucket import PhotoBucket
-    from refund_sorter.storage.dynamodb import DynamoResultStore
-    from refund_sorter.vision.sorter import get_sorter
-
-    _aws_context(args)
-    settings = get_settings()
-    bucket = PhotoBucket(settings)
-    store = DynamoResultStore(settings.table)
-    waiting = sum(1 for _ in bucket.incoming())  # one extra listing, for the progress bar's total
-    results: list[Result] = []
-
-    columns = (TextColumn("classifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns) as progress:
-        task = progress.add_task("batch", total=waiting)
-
-        def advance(report: BatchReport, result: Result | None) -> None:
-            progress.advance(task)
-            if result is not None:
-                results.append(result)
-
-        report = run_nightly(get_sorter(), store, bucket, on_result=advance)
-    print_results(results)
-    print(
-        f"classified {report.classified}, needs review {report.needs_review}, failed {report.failed}, "
-        f"already done {report.already_done}, left for next run {report.deferred} in {report.seconds:.1f} s"
-    )
-    print(f"export: {bucket.uri(report.export_key or '')} ({report.export_rows} rows)")
-    return 0
+    if args.aws:
+        print(
+            "In AWS the nightly run is the state machine NightlyStateMachine; start one now with\n"
+            "  aws stepfunctions start-execution --state-machine-arn <the stack output NightlyStateMachineArn>",
+            file=sys.stderr,
+        )
+        return 2
+    return run_night_locally(workers=getattr(args, "workers", None), show_results=print_results)
 
 
 def _export(args: argparse.Namespace) -> int:

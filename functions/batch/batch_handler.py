@@ -1,6 +1,7 @@
-"""The nightly batch (EventBridge schedule) and the optional classify-on-upload path (S3 ObjectCreated).
+"""The optional classify-on-upload path (S3 ObjectCreated on incoming/).
 
-Orchestration only: the work is :func:`refund_sorter.nightly.run_nightly`.
+Orchestration only: the work is :func:`refund_sorter.jobs.upload.classify_uploaded`. The nightly job is the
+state machine of plan_handler → worker_handler (a Distributed Map) → export_handler.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
 
 from refund_sorter.config import get_settings
-from refund_sorter.jobs.nightly import run_nightly
 from refund_sorter.jobs.upload import classify_uploaded
 from refund_sorter.storage.bucket import PhotoBucket
 from refund_sorter.storage.dynamodb import DynamoResultStore
@@ -25,24 +25,6 @@ if TYPE_CHECKING:
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
-
-
-@logger.inject_lambda_context(log_event=False)
-@metrics.log_metrics(capture_cold_start_metric=True)
-@tracer.capture_lambda_handler(capture_response=False)
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    settings = get_settings()
-    report = run_nightly(
-        get_sorter(),
-        DynamoResultStore(settings.table),
-        PhotoBucket(settings),
-        seconds_left=lambda: context.get_remaining_time_in_millis() / 1000,
-    )
-    for name in ("classified", "needs_review", "failed", "deferred", "already_done"):
-        metrics.add_metric(name=name, unit=MetricUnit.Count, value=getattr(report, name))
-    metrics.add_metric(name="seconds", unit=MetricUnit.Seconds, value=report.seconds)
-    logger.info("nightly batch done", extra=report.as_dict())
-    return report.as_dict()
 
 
 @logger.inject_lambda_context(log_event=False)

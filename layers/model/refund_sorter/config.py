@@ -52,6 +52,16 @@ class Settings(BaseSettings):
         30.0, ge=0, description="The batch stops taking new photos when less than this much Lambda time remains"
     )
 
+    # The nightly fan-out (a Step Functions state machine: plan → Distributed Map of chunk workers → export)
+    jobs_table: str = Field("", description="DynamoDB table of the nightly run's lease and photos in flight")
+    runs_prefix: str = Field("runs/", description="Where each nightly run keeps its manifest, chunk results, summary")
+    chunk_size: int = Field(
+        500, ge=1, le=1500, description="Photos to classify per chunk (one worker invocation): ~25 s of a 300 s timeout"
+    )
+    run_lease_seconds: int = Field(
+        21_600, gt=0, description="How long a nightly run holds its lease unless it releases it (its time limit)"
+    )
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -18,6 +18,7 @@ class ErrorCode(StrEnum):
     UNSUPPORTED_FORMAT = "unsupported_format"
     DECOMPRESSION_BOMB = "decompression_bomb"
     FILE_TOO_LARGE = "file_too_large"
+    PROCESSING_CRASHED = "processing_crashed"  # the photo killed the worker classifying it (nightly fan-out)
     # Getting the photo
     INVALID_URL = "invalid_url"
     BLOCKED_ADDRESS = "blocked_address"

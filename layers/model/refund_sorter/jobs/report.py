@@ -30,6 +30,14 @@ class BatchReport:
         else:
             self.classified += 1
 
+    def absorb(self, other: BatchReport) -> None:
+        """Add what another pass did to this report (a worker makes several passes over one chunk)."""
+        for name in ("classified", "needs_review", "failed", "already_done", "deferred"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.stopped_early = self.stopped_early or other.stopped_early
+        self.seconds += other.seconds
+        self.errors.extend(other.errors)
+
     @property
     def processed(self) -> int:
         return self.classified + self.needs_review + self.failed

@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from typing import TYPE_CHECKING
 
+from refund_sorter.errors import StorageError
 from refund_sorter.jobs.report import BatchReport
 
 if TYPE_CHECKING:
@@ -28,6 +30,8 @@ logger = logging.getLogger(__name__)
 # Threads that store Results and move photos while inference goes on, and how many photos may wait for them.
 IO_WORKERS = 8
 IO_IN_FLIGHT = 64
+# Photos whose Results are looked up together (DynamoDB's BatchGetItem takes up to 100 keys).
+LOOKUP_BATCH = 100
 
 
 def classify_stored(
@@ -76,17 +80,26 @@ class _Run:
 
     def _not_yet_classified(self, photos: Iterable[StoredPhoto]) -> Iterator[Photo]:
         safety = self.sorter.settings.batch_safety_seconds
-        for stored in photos:
-            if self.seconds_left() < safety:
-                self.report.stopped_early = True
-                logger.warning("time budget nearly spent: stopping; the next run takes the rest")
-                return
-            existing = self.store.get(stored.result_id)
-            if existing is not None:  # classified by a run that stopped before archiving it
-                self._submit(self._archive_classified, stored, existing)
+        source = iter(photos)
+        # Which photos have a Result already: one BatchGetItem per LOOKUP_BATCH photos, not a GetItem each.
+        while batch := list(islice(source, LOOKUP_BATCH)):
+            try:
+                known = self.store.get_many([stored.result_id for stored in batch])
+            except StorageError as exc:  # cannot tell what is done: those photos wait for the next run
+                for stored in batch:
+                    self._record(None, error=exc, source=self.bucket.uri(stored.key))
                 continue
-            self.pending[stored.result_id] = stored
-            yield self.bucket.photo(stored)
+            for stored in batch:
+                if self.seconds_left() < safety:
+                    self.report.stopped_early = True
+                    logger.warning("time budget nearly spent: stopping; the next run takes the rest")
+                    return
+                existing = known.get(stored.result_id)
+                if existing is not None:  # classified by a run (or the upload trigger) that stopped before moving it
+                    self._submit(self._archive_classified, stored, existing)
+                    continue
+                self.pending[stored.result_id] = stored
+                yield self.bucket.photo(stored)
 
     def _submit(self, work: Callable[[StoredPhoto, Result], None], stored: StoredPhoto, result: Result) -> None:
         self.slots.acquire()

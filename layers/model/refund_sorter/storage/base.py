@@ -13,7 +13,7 @@ from refund_sorter.errors import NotFoundError
 from refund_sorter.results import Review, Status
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator
 
     from refund_sorter.results import Result
 
@@ -27,6 +27,14 @@ class ResultStore(ABC):
 
     @abstractmethod
     def get(self, result_id: str) -> Result | None: ...
+
+    def get_many(self, result_ids: Iterable[str]) -> dict[str, Result]:
+        """The Results that exist among ``result_ids``, by id (missing ids are simply absent).
+
+        Stores that can read many items in one request (DynamoDB's BatchGetItem) override this.
+        """
+        found = {result_id: self.get(result_id) for result_id in result_ids}
+        return {result_id: result for result_id, result in found.items() if result is not None}
 
     @abstractmethod
     def by_day(self, day: str) -> Iterator[Result]:

@@ -125,6 +125,26 @@ class PhotoBucket:
             self.client.delete_object(Bucket=self.name, Key=stored.key)
         return target
 
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/json") -> None:
+        """A small object of ours (a nightly run's manifest, chunk or summary)."""
+        try:
+            self.client.put_object(Bucket=self.name, Key=key, Body=data, ContentType=content_type)
+        except self.client.exceptions.ClientError as exc:
+            raise StorageError(f"could not write {self.uri(key)}: {exc}") from exc
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self.client.get_object(Bucket=self.name, Key=key)["Body"].read()
+        except self.client.exceptions.NoSuchKey as exc:
+            raise NotFoundError(f"no object {self.uri(key)}") from exc
+        except self.client.exceptions.ClientError as exc:
+            raise StorageError(f"could not read {self.uri(key)}: {exc}") from exc
+
+    def keys(self, prefix: str) -> Iterator[str]:
+        """Every key under ``prefix``, page by page."""
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=prefix):
+            yield from (obj["Key"] for obj in page.get("Contents", []))
+
     def put_export(self, key: str, body: object, content_type: str = "text/csv; charset=utf-8") -> None:
         self.client.upload_fileobj(body, self.name, key, ExtraArgs={"ContentType": content_type})  # type: ignore[arg-type]
 

@@ -16,7 +16,7 @@ from refund_sorter.results import Result
 from refund_sorter.storage.base import ResultStore
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator
 
     from mypy_boto3_dynamodb import DynamoDBClient
 
@@ -64,6 +64,14 @@ class DynamoResultStore(ResultStore):
             raise StorageError(f"could not read result {result_id}: {exc}") from exc
         return self._from_item(reply["Item"]) if "Item" in reply else None
 
+    def get_many(self, result_ids: Iterable[str]) -> dict[str, Result]:
+        """BatchGetItem, 100 keys a request (DynamoDB's limit), strongly consistent like :meth:`get`."""
+        found: dict[str, Result] = {}
+        for items in batch_get(self.client, self.table, list(dict.fromkeys(result_ids))):
+            result = self._from_item(items)
+            found[result.id] = result
+        return found
+
     def by_day(self, day: str) -> Iterator[Result]:
         pages = self.client.get_paginator("query").paginate(**self._by_day_query(day))
         try:
@@ -108,6 +116,38 @@ class DynamoResultStore(ResultStore):
         document = {key: self._deserializer.deserialize(value) for key, value in item.items()}
         document.pop("day", None)
         return Result.model_validate_json(json.dumps(document, default=_decimal_to_number))
+
+
+# DynamoDB answers at most 100 keys per BatchGetItem and may leave some unprocessed under load.
+BATCH_GET_KEYS = 100
+_UNPROCESSED_TRIES = 8
+
+
+def batch_get(client: DynamoDBClient, table: str, ids: list[str], key: str = "id") -> Iterator[dict[str, Any]]:
+    """The items of ``table`` whose ``key`` is one of ``ids`` (in no particular order), 100 keys a request.
+
+    Keys DynamoDB leaves unprocessed (throttling) are asked for again with exponential backoff; if they are
+    still unprocessed after that, it is a :class:`StorageError` like any storage failure.
+    """
+    import random
+    import time
+
+    for start in range(0, len(ids), BATCH_GET_KEYS):
+        request: Any = {
+            table: {"Keys": [{key: {"S": i}} for i in ids[start : start + BATCH_GET_KEYS]], "ConsistentRead": True}
+        }
+        for attempt in range(_UNPROCESSED_TRIES):
+            try:
+                reply = client.batch_get_item(RequestItems=request)
+            except Exception as exc:
+                raise StorageError(f"could not read {table}: {exc}") from exc
+            yield from reply.get("Responses", {}).get(table, [])
+            request = reply.get("UnprocessedKeys") or {}
+            if not request:
+                break
+            time.sleep(random.uniform(0, 0.05 * 2**attempt))
+        else:
+            raise StorageError(f"DynamoDB left keys of {table} unprocessed after {_UNPROCESSED_TRIES} tries")
 
 
 def _decimal_to_number(value: object) -> float | int:
