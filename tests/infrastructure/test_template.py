@@ -180,7 +180,7 @@ def test_idempotency_table_schema(resources: dict[str, dict[str, Any]]) -> None:
     assert properties["SSESpecification"]["SSEEnabled"] is True
 
 
-@pytest.mark.parametrize("name", ["ResultsTable", "IdempotencyTable"])
+@pytest.mark.parametrize("name", ["ResultsTable", "IdempotencyTable", "JobsTable"])
 def test_table_definitions_are_literal(resources: dict[str, dict[str, Any]], name: str) -> None:
     # The local stack and the tests pass these properties straight to moto's create_table.
     properties = resources[name]["Properties"]
@@ -188,7 +188,7 @@ def test_table_definitions_are_literal(resources: dict[str, dict[str, Any]], nam
         assert not is_intrinsic(properties.get(key)), f"{name}.{key} must not use intrinsics"
 
 
-@pytest.mark.parametrize("name", ["ResultsTable", "IdempotencyTable"])
+@pytest.mark.parametrize("name", ["ResultsTable", "IdempotencyTable", "JobsTable"])
 def test_table_defines_exactly_its_key_attributes(resources: dict[str, dict[str, Any]], name: str) -> None:
     # DynamoDB refuses attribute definitions that no key schema uses, and keys that are not defined.
     properties = resources[name]["Properties"]
@@ -197,10 +197,10 @@ def test_table_defines_exactly_its_key_attributes(resources: dict[str, dict[str,
     assert used == set(_attribute_types(properties))
 
 
-def test_the_template_has_one_bucket_and_two_tables(resources: dict[str, dict[str, Any]]) -> None:
+def test_the_template_has_one_bucket_and_three_tables(resources: dict[str, dict[str, Any]]) -> None:
     # The local stack creates every bucket and table it finds: a new one should be a deliberate change.
     assert set(of_type(resources, "AWS::S3::Bucket")) == {"ImagesBucket"}
-    assert set(of_type(resources, "AWS::DynamoDB::Table")) == {"ResultsTable", "IdempotencyTable"}
+    assert set(of_type(resources, "AWS::DynamoDB::Table")) == {"ResultsTable", "IdempotencyTable", "JobsTable"}
 
 
 # ------------------------------------------------------------------------------------------------ functions
@@ -248,7 +248,9 @@ def test_environment_names_real_settings(global_env: dict[str, Any], functions: 
     ("function", "handler"),
     [
         ("PredictFunction", "predict_handler.lambda_handler"),
-        ("BatchFunction", "batch_handler.lambda_handler"),
+        ("PlanFunction", "plan_handler.lambda_handler"),
+        ("ClassifyChunkFunction", "worker_handler.lambda_handler"),
+        ("ExportFunction", "export_handler.lambda_handler"),
         ("OnUploadFunction", "batch_handler.on_upload"),
     ],
 )
@@ -292,11 +294,9 @@ def test_makefile_builds_have_their_targets(resources: dict[str, dict[str, Any]]
         )
 
 
-def test_batch_runs_alone_nightly_at_two_utc(template: dict[str, Any], functions: dict[str, dict[str, Any]]) -> None:
-    properties = functions["BatchFunction"]["Properties"]
-    assert properties["ReservedConcurrentExecutions"] == 1
-    assert properties["Timeout"] == 900
-    (event,) = properties["Events"].values()
+def test_the_nightly_run_starts_at_two_utc(template: dict[str, Any], resources: dict[str, dict[str, Any]]) -> None:
+    # (tests/infrastructure/test_nightly_template.py: the schedule starts the state machine, nothing else)
+    (event,) = resources["NightlyStateMachine"]["Properties"]["Events"].values()
     assert event["Type"] == "ScheduleV2"
     assert event["Properties"]["ScheduleExpression"] == {"Ref": "ScheduleExpression"}
     assert event["Properties"].get("ScheduleExpressionTimezone", "UTC") == "UTC"
@@ -364,14 +364,14 @@ def test_function_policies_are_scoped(functions: dict[str, dict[str, Any]]) -> N
 def test_batch_may_move_photos(functions: dict[str, dict[str, Any]]) -> None:
     # refund_sorter.storage.bucket moves a photo with copy_object (tagging failed/ copies) and deletes the exact
     # version it copied: DeleteObjectVersion and PutObjectTagging are not in SAM's S3CrudPolicy.
-    for name in ("BatchFunction", "OnUploadFunction"):
+    for name in ("ClassifyChunkFunction", "OnUploadFunction"):
         actions = {
             action
             for policy in functions[name]["Properties"]["Policies"]
             for statement in _statements(policy)
             for action in as_list(statement["Action"])
         }
-        needed = {"s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:PutObjectTagging", "s3:DeleteObjectVersion"}
+        needed = {"s3:GetObject", "s3:PutObject", "s3:PutObjectTagging", "s3:DeleteObjectVersion"}
         assert needed <= actions, f"{name} lacks {needed - actions}"
 
 
@@ -442,18 +442,18 @@ def test_every_function_has_an_errors_alarm(
     watched = {
         (a["Properties"]["MetricName"], a["Properties"]["Dimensions"][0]["Value"]["Ref"])
         for a in alarms
-        if a["Properties"]["Namespace"] == "AWS/Lambda"
+        if a["Properties"].get("Namespace") == "AWS/Lambda"
     }
     for name in functions:
         assert ("Errors", name) in watched, name
-    assert ("Throttles", "BatchFunction") in watched
+    assert ("Throttles", "ClassifyChunkFunction") in watched
 
 
 def test_outputs_for_integration_tests(template: dict[str, Any]) -> None:
     outputs = template["Outputs"]
     for name in ("ApiUrl", "ImagesBucketName", "ResultsTableName", "IdempotencyTableName"):
         assert name in outputs
-    for name in ("PredictFunctionName", "BatchFunctionName", "OnUploadFunctionName"):
+    for name in ("PredictFunctionName", "ClassifyChunkFunctionName", "OnUploadFunctionName", "NightlyStateMachineArn"):
         assert name in outputs
     assert outputs["ApiKeyId"]["Condition"] == "UseApiKey"
     assert outputs["OnUploadFunctionName"]["Condition"] == "ClassifyOnUploadEnabled"
@@ -523,8 +523,8 @@ def test_s3_sample_event_is_an_upload_to_incoming() -> None:
     assert record["s3"]["object"]["key"].startswith("incoming/")
 
 
-def test_schedule_sample_event_has_the_schedules_input_shape(functions: dict[str, dict[str, Any]]) -> None:
-    (event,) = functions["BatchFunction"]["Properties"]["Events"].values()
+def test_schedule_sample_event_has_the_schedules_input_shape(resources: dict[str, dict[str, Any]]) -> None:
+    (event,) = resources["NightlyStateMachine"]["Properties"]["Events"].values()
     scheduled_input = json.loads(event["Properties"]["Input"])
     sample = json.loads((EVENTS / "schedule.json").read_text(encoding="utf-8"))
     assert set(sample) == set(scheduled_input)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
@@ -18,12 +16,12 @@ from refund_sorter.jobs.nightly import run_nightly
 from refund_sorter.photos import Photo
 from refund_sorter.storage.bucket import PhotoBucket, StoredPhoto
 from refund_sorter.vision.sorter import Sorter
-from refund_sorter_cli.local_stack import invoke
 from refund_sorter_cli.samples import PHOTOS, photo_bytes
+from refund_sorter_cli.stepfunctions import LocalLambdas
 from tests.integration.conftest import LocalAws
+from tests.integration.nightly import run_night, summary_of
 from tests.odd_images import odd_images
 
-EVENTS = Path(__file__).parents[2] / "events"
 REAL = ["skimage/coffee", "skimage/chelsea", "skimage/astronaut", "sklearn/china", "matplotlib/grace_hopper"]
 
 
@@ -32,10 +30,6 @@ def upload_real_photos(aws: LocalAws) -> list[str]:
     for name, key in zip(REAL, keys, strict=True):
         aws.put_photo(key, photo_bytes(name))
     return keys
-
-
-def schedule_event() -> dict[str, Any]:
-    return json.loads((EVENTS / "schedule.json").read_text(encoding="utf-8"))
 
 
 def export_rows(aws: LocalAws, key: str) -> list[dict[str, str]]:
@@ -63,21 +57,24 @@ def test_aws_cli_upload_then_batch_then_rerun_adds_nothing(aws: LocalAws, tmp_pa
         check=True,
         timeout=60,
     )
-    # WHEN the schedule fires (the handler, with the template's environment and the sample event)
-    report = invoke(aws.template, "BatchFunction", schedule_event())
-    # THEN one Result per photo, every photo moved to processed/, and the export has one row per photo
-    assert report["processed"] == len(REAL)
-    assert len(aws.items()) == len(REAL)
-    assert aws.keys("incoming/") == []
-    assert len(aws.keys("processed/")) == len(REAL)
-    rows = export_rows(aws, report["export_key"])
-    assert len(rows) == len(REAL)
-    assert list(rows[0])[:4] == ["timestamp", "source", "prediction", "confidence"]
-    coffee = next(r for r in rows if "coffee" in r["source"])
-    assert coffee["label"] == "espresso"
-    # WHEN it runs again THEN nothing is added
-    again = invoke(aws.template, "BatchFunction", schedule_event())
-    assert again["processed"] == 0
+    # WHEN the schedule fires (the template's state machine, its functions in their own processes)
+    with LocalLambdas(aws.template) as lambdas:
+        night = run_night(aws, lambdas)
+        # THEN one Result per photo, every photo moved to processed/, and the export has one row per photo
+        assert night.status == "SUCCEEDED"
+        summary = summary_of(night)
+        assert summary["counts"]["classified"] + summary["counts"]["needs_review"] == len(REAL)
+        assert len(aws.items()) == len(REAL)
+        assert aws.keys("incoming/") == []
+        assert len(aws.keys("processed/")) == len(REAL)
+        rows = export_rows(aws, summary["export_key"])
+        assert len(rows) == len(REAL)
+        assert list(rows[0])[:4] == ["timestamp", "source", "prediction", "confidence"]
+        coffee = next(r for r in rows if "coffee" in r["source"])
+        assert coffee["label"] == "espresso"
+        # WHEN it runs again THEN nothing is added
+        again = summary_of(run_night(aws, lambdas))
+    assert again["photos"] == 0 and again["chunks"] == 0
     assert len(aws.items()) == len(REAL)
     assert len(export_rows(aws, again["export_key"])) == len(REAL)
 

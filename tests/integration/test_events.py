@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 from refund_sorter_cli.local_stack import invoke
+from refund_sorter_cli.stepfunctions import LocalLambdas
 from tests.integration.conftest import LocalAws
+from tests.integration.nightly import run_night, summary_of
 
 EVENTS = Path(__file__).parents[2] / "events"
 
@@ -58,6 +60,8 @@ def test_upload_event_classifies_the_new_photo(aws: LocalAws) -> None:
     assert report["processed"] == 1
     assert aws.keys("incoming/") == []
     assert len(aws.items()) == 1
-    # the nightly run afterwards finds nothing left to do
-    nightly = invoke(aws.template, "BatchFunction", event("schedule.json"))
-    assert nightly["processed"] == 0
+    # the nightly run afterwards (the state machine, started with the schedule's sample input) finds nothing to do
+    with LocalLambdas(aws.template) as lambdas:
+        nightly = run_night(aws, lambdas)
+    assert nightly.status == "SUCCEEDED"
+    assert summary_of(nightly)["photos"] == 0
