@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup test unit integration lint format model demo fuzz-api memory bench clean
+.PHONY: help setup test unit integration lint format model demo fuzz-api memory bench bench-night clean
 
 include infra/tools.mk
 
@@ -48,7 +48,7 @@ model: ## regenerate the ONNX model, labels and golden logits from the PyPI weig
 	.venv-model/bin/python tools/model/export_model.py
 	.venv-model/bin/python tools/model/record_golden.py
 
-demo: setup ## start the local stack, upload the sample photos, run the nightly batch, call the API, stop
+demo: setup ## start the local stack, upload the sample photos, run the nightly state machine, call the API, stop
 	$(BIN)/python -m tools.demo
 
 fuzz-api: setup ## schemathesis against the local API's OpenAPI document (bounded; zero 5xx allowed)
@@ -56,6 +56,9 @@ fuzz-api: setup ## schemathesis against the local API's OpenAPI document (bounde
 
 bench: setup ## throughput, latency, cold start, layer size and cost → bench/results.{json,md} (run make build first for the layer)
 	$(BIN)/python -m bench.run
+
+bench-night: setup ## the nightly fan-out: worker vs pipeline, a 20,000-photo night on 1 and 2 workers → bench/fanout.{json,md}
+	$(BIN)/python -m bench.fanout
 
 memory: setup ## peak RSS of the batch pipeline over 200 phone-sized JPEGs (writes out/memory.json)
 	$(BIN)/python -m tools.memory_check

@@ -363,7 +363,7 @@ def batch_on_moto(sorter: Sorter, datas: list[bytes], names: list[str]) -> dict[
     from refund_sorter_cli.template import Template
 
     template = Template()
-    for key, value in function_environment(template, "BatchFunction").items():
+    for key, value in function_environment(template, "ClassifyChunkFunction").items():
         os.environ[key] = value
     get_settings.cache_clear()
     settings = get_settings()
@@ -1097,7 +1097,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:  # noqa: PLR0915 - one meas
         aws_measurements(results, sorter, datas, corpus, args)
 
     template = Template()
-    batch_memory = template.function("BatchFunction").memory
+    batch_memory = template.function("ClassifyChunkFunction").memory
     summary = results["summary"]
     results["cost"] = cost(
         1 / summary["batch_images_per_s"], summary["cpu_ms_per_image"]["pipeline"] / 1000, batch_memory

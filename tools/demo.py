@@ -1,8 +1,9 @@
 """``make demo``: the nightly job and the API on the embedded local stack, start to finish.
 
 Runs the real CLI as a user would: starts ``refund-sorter local``, uploads the sample photos that ship in
-wheels to ``incoming/``, runs the batch, exports the CSV, then classifies one photo by URL through the
-local API (served by a throwaway HTTP server on 127.0.0.1), and stops everything it started.
+wheels to ``incoming/``, runs the nightly state machine (the template's definition, its workers in separate
+processes), exports the CSV, then classifies one photo by URL through the local API (served by a throwaway
+HTTP server on 127.0.0.1), and stops everything it started.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ def step(title: str) -> None:
     print(f"\n\033[1m== {title}\033[0m", flush=True)
 
 
-def run(*args: str) -> None:
-    subprocess.run([str(CLI), *args], check=True)
+def run(*args: str, env: dict[str, str] | None = None) -> None:
+    subprocess.run([str(CLI), *args], check=True, env=os.environ | (env or {}))
 
 
 def prepare_photos() -> Path:
@@ -75,8 +76,9 @@ def main() -> int:
         step("uploading the sample photos (and one broken upload) to incoming/")
         run("upload", str(prepare_photos()))
 
-        step("running the nightly batch")
-        run("batch")
+        # Chunks of four, so that the sample night shows the fan-out: two worker processes, several chunks.
+        step("running the nightly state machine: plan → workers over chunks of photos (Distributed Map) → export")
+        run("batch", "--workers", "2", env={"REFUND_SORTER_CHUNK_SIZE": "4"})
 
         today = datetime.now(UTC).date().isoformat()
         step("exporting today's CSV")

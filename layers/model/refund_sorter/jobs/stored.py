@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from refund_sorter.photos import Photo
     from refund_sorter.results import Result
     from refund_sorter.storage.base import ResultStore
-    from refund_sorter.storage.bucket import PhotoBucket, StoredPhoto
+    from refund_sorter.storage.bucket import ArchiveCopy, PhotoBucket, StoredPhoto
     from refund_sorter.vision.sorter import Sorter
 
 logger = logging.getLogger(__name__)
@@ -32,6 +32,8 @@ IO_WORKERS = 8
 IO_IN_FLIGHT = 64
 # Photos whose Results are looked up together (DynamoDB's BatchGetItem takes up to 100 keys).
 LOOKUP_BATCH = 100
+# Originals deleted together (one DeleteObjects request) once their copies are in processed/ or failed/.
+DELETE_BATCH = 50
 
 
 def classify_stored(
@@ -50,7 +52,12 @@ def classify_stored(
 class _Run:
     """One pass over photos. Storing and archiving run on a small I/O pool, so inference never waits on
     DynamoDB or S3 (on moto they cost ~40 ms a photo, as much as decoding and inference together). A failure
-    there, after botocore's retries, leaves that photo in ``incoming/`` for the next run."""
+    there, after botocore's retries, leaves that photo in ``incoming/`` for the next run.
+
+    Reads and writes are batched where their meaning allows: which photos have a Result is asked 100 at a
+    time (BatchGetItem), and the originals are deleted 50 at a time (DeleteObjects) after their copies exist.
+    Results themselves are written one conditional PutItem each, on the I/O pool: BatchWriteItem cannot be
+    conditional, and an unconditional write could overwrite a person's review."""
 
     def __init__(
         self,
@@ -66,6 +73,7 @@ class _Run:
         self.lock = threading.Lock()
         self.pending: dict[str, StoredPhoto] = {}
         self.slots = threading.BoundedSemaphore(IO_IN_FLIGHT)  # bounds what waits for storage
+        self.to_delete: list[ArchiveCopy] = []
 
     def over(self, photos: Iterable[StoredPhoto]) -> BatchReport:
         with ThreadPoolExecutor(max_workers=IO_WORKERS, thread_name_prefix="store") as self.io_pool:
@@ -76,6 +84,7 @@ class _Run:
                     self._record(None, error=error, source=outcome.photo.source)
                 else:
                     self._submit(self._store_and_archive, stored, outcome.result)
+        self._delete_originals(self.to_delete)  # the last, partial batch (every copy is done by now)
         return self.report
 
     def _not_yet_classified(self, photos: Iterable[StoredPhoto]) -> Iterator[Photo]:
@@ -108,7 +117,7 @@ class _Run:
     def _store_and_archive(self, stored: StoredPhoto, result: Result) -> None:
         try:
             added = self.store.add(result)  # False: a concurrent run stored it first; archiving twice is harmless
-            self.bucket.archive(stored, result.error)
+            self._move(stored, result)
         except Exception as exc:  # noqa: BLE001 - whatever failed after retries, the photo waits for the next run
             self._record(result, error=exc, source=self.bucket.uri(stored.key))
         else:
@@ -116,11 +125,35 @@ class _Run:
 
     def _archive_classified(self, stored: StoredPhoto, existing: Result) -> None:
         try:
-            self.bucket.archive(stored, existing.error)
+            self._move(stored, existing)
         except Exception as exc:  # noqa: BLE001 - as above
             self._record(existing, error=exc, source=self.bucket.uri(stored.key))
         else:
             self._record(existing, added=False)
+
+    def _move(self, stored: StoredPhoto, result: Result) -> None:
+        """Copy to processed/ or failed/ now; the original is deleted with the next batch of them."""
+        copy = self.bucket.copy_to_archive(stored, result.error)
+        if copy is None:  # gone: moved by someone else since it was listed
+            return
+        with self.lock:
+            self.to_delete.append(copy)
+            if len(self.to_delete) < DELETE_BATCH:
+                return
+            batch, self.to_delete = self.to_delete, []
+        self._delete_originals(batch)
+
+    def _delete_originals(self, batch: list[ArchiveCopy]) -> None:
+        if not batch:
+            return
+        try:
+            refused = self.bucket.delete_originals(batch)
+        except Exception as exc:  # noqa: BLE001 - the Results are stored: the next run moves these photos
+            refused = [copy.original for copy in batch]
+            logger.warning("could not delete %d originals: %r", len(batch), exc)
+        if refused:
+            with self.lock:
+                self.report.errors.append(f"{len(refused)} photos copied but left in incoming/ for the next run")
 
     def _record(
         self, result: Result | None, *, added: bool = True, error: Exception | None = None, source: str = ""

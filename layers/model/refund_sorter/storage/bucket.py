@@ -16,7 +16,7 @@ from refund_sorter.photos import Photo
 from refund_sorter.results import stable_id
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
 
     from mypy_boto3_s3 import S3Client
 
@@ -24,6 +24,18 @@ if TYPE_CHECKING:
     from refund_sorter.results import ResultError
 
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")  # S3 user metadata is sent as HTTP headers: printable ASCII only
+
+
+_DELETE_KEYS = 1000  # S3 DeleteObjects' limit per request
+
+
+@dataclass(frozen=True)
+class ArchiveCopy:
+    """A photo copied to ``processed/`` or ``failed/`` whose original (that version) is still to be deleted."""
+
+    target: str
+    original: str
+    version: str | None
 
 
 @dataclass(frozen=True)
@@ -94,6 +106,15 @@ class PhotoBucket:
 
         Returns the new key, or ``None`` if the original is already gone (another run moved it first).
         """
+        copy = self.copy_to_archive(stored, error)
+        if copy is None:
+            return None
+        self.delete_originals([copy])
+        return copy.target
+
+    def copy_to_archive(self, stored: StoredPhoto, error: ResultError | None = None) -> ArchiveCopy | None:
+        """The first half of :meth:`archive`: the copy in ``processed/`` (or ``failed/``). ``None`` if the
+        original is gone; then give the copy to :meth:`delete_originals` (which can take many at once)."""
         relative = stored.key.removeprefix(self.settings.incoming_prefix)
         prefix = self.settings.failed_prefix if error else self.settings.processed_prefix
         target = prefix + relative
@@ -117,13 +138,26 @@ class PhotoBucket:
             if code in {"NoSuchKey", "404", "PreconditionFailed", "412"}:
                 return None  # moved (or replaced by a new upload) since we listed it: nothing of ours to move
             raise StorageError(f"could not copy {self.uri(stored.key)} to {target}: {exc}") from exc
-        # Delete exactly the version we copied: a new upload under the same key in the meantime stays put.
-        version = copied.get("CopySourceVersionId")
-        if version:
-            self.client.delete_object(Bucket=self.name, Key=stored.key, VersionId=version)
-        else:
-            self.client.delete_object(Bucket=self.name, Key=stored.key)
-        return target
+        return ArchiveCopy(target, stored.key, copied.get("CopySourceVersionId"))
+
+    def delete_originals(self, copies: Sequence[ArchiveCopy]) -> list[str]:
+        """The second half of :meth:`archive`, for many photos: delete exactly the versions that were copied (a
+        new upload under the same key in the meantime stays put), up to 1,000 in one request. Returns the keys
+        S3 refused to delete (they stay in ``incoming/``; their Result is stored, so the next run moves them)."""
+        if len(copies) == 1:
+            (copy,) = copies
+            version = {"VersionId": copy.version} if copy.version else {}
+            self.client.delete_object(Bucket=self.name, Key=copy.original, **version)  # type: ignore[arg-type]
+            return []
+        refused: list[str] = []
+        for start in range(0, len(copies), _DELETE_KEYS):
+            objects = [
+                {"Key": c.original, "VersionId": c.version} if c.version else {"Key": c.original}
+                for c in copies[start : start + _DELETE_KEYS]
+            ]
+            reply = self.client.delete_objects(Bucket=self.name, Delete={"Objects": objects, "Quiet": True})  # type: ignore[typeddict-item]
+            refused += [error["Key"] for error in reply.get("Errors", [])]
+        return refused
 
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/json") -> None:
         """A small object of ours (a nightly run's manifest, chunk or summary)."""

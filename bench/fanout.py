@@ -1,0 +1,328 @@
+"""``make bench-night``: the nightly fan-out's numbers, written to ``bench/fanout.json`` and ``bench/fanout.md``.
+
+Two measurements, each in this one run, on one moto server (a child process on 127.0.0.1):
+
+1. **The worker at the pipeline's speed.** The bench corpus (:mod:`bench.corpus`: 112 phone-like 8–12 MP
+   JPEGs) through the in-memory pipeline (``Sorter.classify`` → ``MemoryResultStore``, as ``make bench``
+   measures it) and through one nightly worker on moto (``classify_chunk``: BatchGetItem lookups, S3 reads,
+   conditional PutItem, move to processed/), interleaved ``--rounds`` times; the ratio of the medians is the
+   number that matters (absolute speeds move with the machine's other load).
+2. **A night.** ``--photos`` generated small JPEGs in incoming/, then the template's state machine on the
+   local runner (plan → Distributed Map → export) with 1 and with 2 local worker processes: plan time, total
+   time, photos/s, and the check that every photo has exactly one Result and sits in processed/ or failed/.
+
+Run from the repo root: ``.venv/bin/python -m bench.fanout`` (``--help`` for options).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import statistics
+import time
+import urllib.request
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from refund_sorter.vision.sorter import Sorter
+    from refund_sorter_cli.stepfunctions import Event
+    from refund_sorter_cli.template import Template
+
+ROOT: Final = Path(__file__).resolve().parents[1]
+RESULTS_JSON: Final = ROOT / "bench" / "fanout.json"
+RESULTS_MD: Final = ROOT / "bench" / "fanout.md"
+TARGET_WORKER_VS_PIPELINE: Final = 0.8
+
+
+def log(message: str) -> None:
+    print(f"[bench-night {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# ------------------------------------------------------------------------------------------------ the stack
+
+
+def fresh_stack(endpoint: str, template: Template) -> None:
+    """Empty moto, then the template's bucket and tables (as the local stack makes them)."""
+    from refund_sorter.config import get_settings
+    from refund_sorter.storage.clients import reset_clients
+    from refund_sorter_cli.local_stack import create_resources, function_environment
+
+    reset = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")  # noqa: S310 - our moto, http://127.0.0.1
+    urllib.request.urlopen(reset, timeout=30)  # noqa: S310 - the same
+    create_resources(template)
+    for key, value in function_environment(template, "ClassifyChunkFunction").items():
+        os.environ[key] = value
+    get_settings.cache_clear()
+    reset_clients()
+
+
+def upload(items: list[tuple[str, bytes]]) -> float:
+    from refund_sorter.config import get_settings
+    from refund_sorter.storage.clients import s3_client
+
+    bucket, s3 = get_settings().bucket, s3_client()
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda item: s3.put_object(Bucket=bucket, Key=item[0], Body=item[1]), items))
+    return time.perf_counter() - started
+
+
+def check_each_photo_once(keys: list[str]) -> dict[str, Any]:
+    """Exactly one Result per photo, each photo in processed/ or failed/, none left in incoming/."""
+    from refund_sorter.config import get_settings
+    from refund_sorter.storage.clients import dynamodb_client, s3_client
+
+    settings = get_settings()
+    pages = dynamodb_client().get_paginator("scan").paginate(TableName=settings.table, ProjectionExpression="#s",
+                                                             ExpressionAttributeNames={"#s": "source"})  # fmt: skip
+    per_source = Counter(item["source"]["S"] for page in pages for item in page["Items"])
+
+    def keys_under(prefix: str) -> set[str]:
+        listing = s3_client().get_paginator("list_objects_v2").paginate(Bucket=settings.bucket, Prefix=prefix)
+        return {obj["Key"].split("/", 1)[1] for page in listing for obj in page.get("Contents", [])}
+
+    filed = keys_under(settings.processed_prefix) | keys_under(settings.failed_prefix)
+    expected_sources = {f"s3://{settings.bucket}/{key}" for key in keys}
+    return {
+        "photos": len(keys),
+        "results": sum(per_source.values()),
+        "photos_with_exactly_one_result": sum(1 for s in expected_sources if per_source.get(s) == 1),
+        "left_in_incoming": len(keys_under(settings.incoming_prefix)),
+        "filed_in_processed_or_failed": len(filed & {k.split("/", 1)[1] for k in keys}),
+        "ok": set(per_source) == expected_sources
+        and set(per_source.values()) == {1}
+        and filed >= {k.split("/", 1)[1] for k in keys}
+        and not keys_under(settings.incoming_prefix),
+    }
+
+
+# ------------------------------------------------------------------------------------ 1. worker vs pipeline
+
+
+def worker_vs_pipeline(endpoint: str, template: Template, sorter: Sorter, rounds: int) -> dict[str, Any]:
+    from bench import corpus as corpus_module
+    from bench.run import pipeline_memory
+    from refund_sorter.config import get_settings
+    from refund_sorter.jobs.chunks import Chunk
+    from refund_sorter.jobs.worker import classify_chunk
+    from refund_sorter.storage.bucket import PhotoBucket
+    from refund_sorter.storage.dynamodb import DynamoResultStore
+    from refund_sorter.storage.jobs_table import JobsTable
+
+    corpus = corpus_module.ensure()
+    datas = corpus.read_all()
+    names = [f"incoming/{spec.name}" for spec in corpus.specs]
+    pipeline_memory(sorter, datas[:32])  # warm: the session, the thread pools, the allocator
+    pipeline_s: list[float] = []
+    worker_s: list[float] = []
+    reports = []
+    for number in range(rounds):
+        seconds, results = pipeline_memory(sorter, datas)
+        assert len(results) == len(datas)
+        pipeline_s.append(seconds)
+        fresh_stack(endpoint, template)
+        upload(list(zip(names, datas, strict=True)))
+        settings = get_settings()
+        bucket = PhotoBucket(settings)
+        chunk = Chunk(index=0, classify=list(bucket.incoming()))
+        started = time.perf_counter()
+        report = classify_chunk(
+            sorter, DynamoResultStore(settings.table), bucket, JobsTable(settings.jobs_table), chunk
+        )
+        worker_s.append(time.perf_counter() - started)
+        assert report.classified + report.needs_review + report.failed == len(datas), report
+        assert check_each_photo_once(names)["ok"]
+        reports.append(report.as_dict() | {"errors": report.errors[:2]})
+        rates = f"pipeline {len(datas) / pipeline_s[-1]:.1f}/s, worker {len(datas) / worker_s[-1]:.1f}/s"
+        log(f"round {number + 1}: {rates}")
+    pipeline_rate = len(datas) / statistics.median(pipeline_s)
+    worker_rate = len(datas) / statistics.median(worker_s)
+    return {
+        "corpus": {"key": corpus.folder.name, "photos": len(datas), "mb": round(sum(map(len, datas)) / 1e6, 1)},
+        "rounds": rounds,
+        "pipeline_in_memory_photos_per_s": round(pipeline_rate, 2),
+        "worker_on_moto_photos_per_s": round(worker_rate, 2),
+        "worker_vs_pipeline": round(worker_rate / pipeline_rate, 3),
+        "pipeline_seconds": [round(s, 2) for s in pipeline_s],
+        "worker_seconds": [round(s, 2) for s in worker_s],
+        "last_worker_report": reports[-1],
+    }
+
+
+# ------------------------------------------------------------------------------------------------ 2. a night
+
+
+def generated_photos(count: int) -> list[tuple[str, bytes]]:
+    """Small distinct JPEGs (a colour field and a few shapes), the way a scanner station names them."""
+    from PIL import Image, ImageDraw
+
+    photos = []
+    for i in range(count):
+        image = Image.new("RGB", (128, 96), ((i * 37) % 256, (i * 91) % 256, (i * 53) % 256))
+        draw = ImageDraw.Draw(image)
+        draw.rectangle((i % 50, i % 30, 60 + i % 60, 50 + i % 40), fill=((i * 13) % 256, 80, 160))
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=85)
+        photos.append((f"incoming/station-{i % 7}/{i:06d}.jpg", buffer.getvalue()))
+    return photos
+
+
+def night(endpoint: str, template: Template, photos: list[tuple[str, bytes]], workers: int) -> dict[str, Any]:
+    from refund_sorter_cli.stepfunctions import LocalLambdas, LocalStateMachine
+
+    fresh_stack(endpoint, template)
+    upload_s = upload(photos)
+    moments: dict[str, float] = {}
+    first_chunk: list[float] = []
+
+    def clock(event: Event) -> None:
+        now = time.perf_counter()
+        if event.kind == "TaskScheduled" and event.state == "Plan":
+            moments.setdefault("plan_started", now)
+        elif event.kind == "TaskSucceeded" and event.state == "Plan":
+            moments["plan_done"] = now
+        elif event.kind == "MapRunStarted":
+            moments["map_started"] = now
+        elif event.kind == "ChildSucceeded" and not first_chunk:
+            first_chunk.append(now)
+        elif event.kind == "MapRunFinished":
+            moments["map_done"] = now
+        elif event.kind == "StateEntered" and event.state in {"NightDone", "NightFailed"}:
+            moments["export_done"] = now
+
+    log_dir = ROOT / "out" / "bench-night" / f"workers-{workers}"
+    with LocalLambdas(template, log_dir=log_dir) as lambdas:
+        machine = LocalStateMachine(template, lambdas, workers=workers, on_event=clock)
+        started = time.perf_counter()
+        execution = machine.start({"source": "bench"})
+        total = time.perf_counter() - started
+    output = execution.output or {}
+    summary = output.get("export", {}).get("summary", {})
+    check = check_each_photo_once([key for key, _ in photos])
+    count = len(photos)
+    return {
+        "workers": workers,
+        "status": execution.status,
+        "photos": count,
+        "chunks": summary.get("chunks"),
+        "upload_seconds_not_counted": round(upload_s, 1),
+        "plan_seconds": round(moments["plan_done"] - moments["plan_started"], 2),
+        "plan_seconds_in_handler": output.get("plan", {}).get("seconds"),  # without the cold start
+        "export_seconds_in_handler": summary.get("seconds"),
+        "map_seconds": round(moments["map_done"] - moments["map_started"], 2),
+        "export_seconds": round(moments["export_done"] - moments["map_done"], 2),
+        "total_seconds": round(total, 2),
+        "photos_per_s": round(count / total, 2),
+        "map_photos_per_s": round(count / (moments["map_done"] - moments["map_started"]), 2),
+        "cold_start_to_first_chunk_seconds": round(first_chunk[0] - moments["map_started"], 2) if first_chunk else None,
+        "counts": summary.get("counts"),
+        "check": check,
+    }
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+def markdown(results: dict[str, Any]) -> str:
+    worker = results.get("worker")
+    lines = [
+        "# The nightly fan-out: benchmark",
+        "",
+        f"`{results['command']}` — {results['when']}, {results['machine']}. One moto server (its own process, on the "
+        "same CPUs); every S3/DynamoDB call is a local HTTP request.",
+        "",
+    ]
+    if worker:
+        met = "yes" if worker["worker_vs_pipeline"] >= TARGET_WORKER_VS_PIPELINE else "**no**"
+        lines += [
+            "## The worker at the pipeline's speed",
+            "",
+            f"Bench corpus {worker['corpus']['key']} ({worker['corpus']['photos']} phone-like JPEGs, "
+            f"{worker['corpus']['mb']} MB), medians of {worker['rounds']} interleaved rounds.",
+            "",
+            "| | photos/s |",
+            "|---|---:|",
+            "| in-memory pipeline (`Sorter.classify` → MemoryResultStore) | "
+            f"{worker['pipeline_in_memory_photos_per_s']} |",
+            f"| one nightly worker on moto (`classify_chunk`) | {worker['worker_on_moto_photos_per_s']} |",
+            f"| **worker / pipeline** (goal ≥ {TARGET_WORKER_VS_PIPELINE}) | **{worker['worker_vs_pipeline']}** "
+            f"({met}) |",
+            "",
+        ]
+    nights = results.get("nights", [])
+    if nights:
+        lines += [
+            f"## A night of {nights[0]['photos']:,} generated small JPEGs through the state machine",
+            "",
+            "| local workers | status | chunks | plan s | map s | export s | total s | photos/s "
+            "| exactly one Result each, all in processed/ or failed/ |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for n in nights:
+            check = n["check"]
+            verdict = (f"{'yes' if check['ok'] else '**no**'} ({check['photos_with_exactly_one_result']:,}/"
+                       f"{check['photos']:,}; {check['left_in_incoming']} left in incoming/)")  # fmt: skip
+            lines.append(
+                f"| {n['workers']} | {n['status']} | {n['chunks']} | {n['plan_seconds']} | {n['map_seconds']} | "
+                f"{n['export_seconds']} | {n['total_seconds']} | {n['photos_per_s']} | {verdict} |"
+            )
+        lines.append("")
+    lines += [f"- {note}" for note in results.get("notes", [])]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", type=int, default=20_000, help="photos in the generated night (default 20,000)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of worker vs pipeline")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="local worker counts to run")
+    parser.add_argument("--skip-worker", action="store_true", help="only the night")
+    parser.add_argument("--skip-night", action="store_true", help="only worker vs pipeline")
+    args = parser.parse_args()
+
+    from bench.run import moto_server, use_endpoint
+    from refund_sorter.vision.sorter import get_sorter
+    from refund_sorter_cli.template import Template
+
+    began = time.perf_counter()
+    template = Template()
+    results: dict[str, Any] = {
+        "command": "make bench-night",
+        "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{os.cpu_count()} vCPU {platform.processor() or platform.machine()}",
+        "notes": [],
+    }
+    with moto_server() as endpoint:
+        use_endpoint(endpoint)
+        log(f"moto server at {endpoint}")
+        if not args.skip_worker:
+            log("worker vs in-memory pipeline on the bench corpus")
+            results["worker"] = worker_vs_pipeline(endpoint, template, get_sorter(), args.rounds)
+        if not args.skip_night:
+            photos = generated_photos(args.photos)
+            results["nights"] = []
+            for workers in args.workers:
+                log(f"a night of {len(photos):,} photos with {workers} local worker(s)")
+                results["nights"].append(night(endpoint, template, photos, workers))
+                log(json.dumps({k: v for k, v in results["nights"][-1].items() if k != "counts"}))
+    results["seconds"] = round(time.perf_counter() - began, 1)
+    results["notes"] += [
+        f"Whole run {results['seconds']} s. The local workers are processes on this machine's "
+        f"{os.cpu_count()} vCPUs, which they share with moto and the runner: more local workers cannot add CPU "
+        "here. In AWS each worker is a Lambda with its own vCPUs; docs/scale.md works out a night there.",
+    ]
+    RESULTS_JSON.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    RESULTS_MD.write_text(markdown(results), encoding="utf-8")
+    print(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
