@@ -310,9 +310,9 @@ server.stop()
 
 
 @contextlib.contextmanager
-def moto_server() -> Iterator[str]:
+def moto_server(port: int = 0) -> Iterator[str]:
     """A moto server on 127.0.0.1 in a child process; stopped (and reaped) on the way out, whatever happens."""
-    port = free_port()
+    port = port or free_port()
     child = subprocess.Popen(
         [sys.executable, "-c", MOTO_CHILD, str(port)],
         stdin=subprocess.PIPE,

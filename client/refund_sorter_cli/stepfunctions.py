@@ -792,8 +792,9 @@ class _Tolerance:
     (neither ToleratedFailurePercentage nor ToleratedFailureCount: none at all)."""
 
     def __init__(self, state: dict[str, Any], items: int) -> None:
-        self.percentage = float(state.get("ToleratedFailurePercentage", 0))
-        self.limit = float(state.get("ToleratedFailureCount", math.inf if "ToleratedFailurePercentage" in state else 0))
+        either = "ToleratedFailurePercentage" in state or "ToleratedFailureCount" in state
+        self.percentage = float(state.get("ToleratedFailurePercentage", 100 if either else 0))
+        self.limit = float(state.get("ToleratedFailureCount", math.inf if either else 0))
         self.items = items
         self.failed = 0
 

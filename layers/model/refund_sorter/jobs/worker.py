@@ -85,13 +85,15 @@ def classify_chunk(
     started = time.monotonic()
     report = BatchReport()
     departments: Counter[str] = Counter()
-    tally = _DepartmentTally(departments)
     label = f"{chunk.index}"
 
     def run(photos: list[StoredPhoto]) -> None:
+        tally = _DepartmentTally(departments)  # one per pass: each pass has a report of its own
         report.absorb(classify_stored(sorter, store, bucket, photos, seconds_left=seconds_left, on_result=tally))
 
-    crashed = _fail_poison_photos(sorter, store, bucket, jobs, photos=chunk.classify, report=report, tally=tally)
+    crashed = _fail_poison_photos(
+        sorter, store, bucket, jobs, photos=chunk.classify, report=report, tally=_DepartmentTally(departments)
+    )
     remaining = [p for p in chunk.classify if p.result_id not in crashed]
     run(chunk.archive)
     if attempt == 0:
@@ -160,18 +162,18 @@ def _fail_poison_photos(
 
 
 class _DepartmentTally:
-    """Counts the department of every Result this invocation stored (``on_result`` of classify_stored).
+    """Counts the department of every Result one pass stored (the ``on_result`` of one classify_stored call).
 
-    ``classify_stored`` reports Results it found already stored the same way, after counting them in
-    ``already_done``; those were counted by the run that stored them, so they are skipped here.
+    ``classify_stored`` reports Results it found already stored the same way, after counting them in its
+    report's ``already_done``; those were counted by the run that stored them, so they are skipped here.
     """
 
     def __init__(self, departments: Counter[str]) -> None:
         self.departments = departments
-        self.already_done: dict[int, int] = {}  # by report (one per classify_stored call)
+        self.already_done = 0  # the pass's report's already_done, as last seen
 
     def __call__(self, report: BatchReport, result: Result | None) -> None:
-        new = report.already_done == self.already_done.get(id(report), 0)
-        self.already_done[id(report)] = report.already_done
+        new = report.already_done == self.already_done
+        self.already_done = report.already_done
         if new and result is not None and result.status is not Status.FAILED and result.prediction:
             self.departments[result.prediction] += 1
