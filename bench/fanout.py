@@ -22,6 +22,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import statistics
 import time
 import urllib.request
@@ -196,7 +197,7 @@ def generated_photos(count: int) -> list[tuple[str, bytes]]:
 
 
 def night(endpoint: str, template: Template, photos: list[tuple[str, bytes]], workers: int) -> dict[str, Any]:
-    from refund_sorter_cli.stepfunctions import LocalLambdas, LocalStateMachine
+    from refund_sorter_cli.stepfunctions import LocalLambdas, LocalStateMachine, cpu_share
 
     fresh_stack(endpoint, template)
     upload_s = upload(photos)
@@ -219,7 +220,8 @@ def night(endpoint: str, template: Template, photos: list[tuple[str, bytes]], wo
             moments["export_done"] = now
 
     log_dir = ROOT / "out" / "bench-night" / f"workers-{workers}"
-    with LocalLambdas(template, log_dir=log_dir) as lambdas:
+    shutil.rmtree(log_dir, ignore_errors=True)  # this night's function logs only
+    with LocalLambdas(template, log_dir=log_dir, environment=cpu_share(workers)) as lambdas:
         machine = LocalStateMachine(template, lambdas, workers=workers, on_event=clock)
         started = time.perf_counter()
         execution = machine.start({"source": "bench"})
@@ -234,18 +236,25 @@ def night(endpoint: str, template: Template, photos: list[tuple[str, bytes]], wo
         "photos": count,
         "chunks": summary.get("chunks"),
         "upload_seconds_not_counted": round(upload_s, 1),
-        "plan_seconds": round(moments["plan_done"] - moments["plan_started"], 2),
+        "plan_seconds": _between(moments, "plan_started", "plan_done"),
         "plan_seconds_in_handler": output.get("plan", {}).get("seconds"),  # without the cold start
         "export_seconds_in_handler": summary.get("seconds"),
-        "map_seconds": round(moments["map_done"] - moments["map_started"], 2),
-        "export_seconds": round(moments["export_done"] - moments["map_done"], 2),
+        "map_seconds": _between(moments, "map_started", "map_done"),
+        "export_seconds": _between(moments, "map_done", "export_done"),
+        "error": execution.error,
         "total_seconds": round(total, 2),
         "photos_per_s": round(count / total, 2),
-        "map_photos_per_s": round(count / (moments["map_done"] - moments["map_started"]), 2),
-        "cold_start_to_first_chunk_seconds": round(first_chunk[0] - moments["map_started"], 2) if first_chunk else None,
+        "map_photos_per_s": round(count / map_s, 2)
+        if (map_s := _between(moments, "map_started", "map_done"))
+        else None,
+        "first_chunk_done_after_seconds": round(first_chunk[0] - moments["map_started"], 2) if first_chunk else None,
         "counts": summary.get("counts"),
         "check": check,
     }
+
+
+def _between(moments: dict[str, float], start: str, end: str) -> float | None:
+    return round(moments[end] - moments[start], 2) if start in moments and end in moments else None
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -266,7 +275,8 @@ def markdown(results: dict[str, Any]) -> str:
             "## The worker at the pipeline's speed",
             "",
             f"Bench corpus {worker['corpus']['key']} ({worker['corpus']['photos']} phone-like JPEGs, "
-            f"{worker['corpus']['mb']} MB), medians of {worker['rounds']} interleaved rounds.",
+            f"{worker['corpus']['mb']} MB), medians of {worker['rounds']} interleaved rounds "
+            f"(measured {worker.get('measured', results['when'])}).",
             "",
             "| | photos/s |",
             "|---|---:|",
@@ -289,8 +299,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"## A night of {nights[0]['photos']:,} generated small JPEGs through the state machine",
             "",
             "| local workers | status | chunks | plan s | map s | export s | total s | photos/s "
-            "| exactly one Result each, all in processed/ or failed/ |",
-            "|---:|---|---:|---:|---:|---:|---:|---:|---|",
+            "| exactly one Result each, all in processed/ or failed/ | measured |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---|---|",
         ]
         for n in nights:
             check = n["check"]
@@ -298,11 +308,25 @@ def markdown(results: dict[str, Any]) -> str:
                        f"{check['photos']:,}; {check['left_in_incoming']} left in incoming/)")  # fmt: skip
             lines.append(
                 f"| {n['workers']} | {n['status']} | {n['chunks']} | {n['plan_seconds']} | {n['map_seconds']} | "
-                f"{n['export_seconds']} | {n['total_seconds']} | {n['photos_per_s']} | {verdict} |"
+                f"{n['export_seconds']} | {n['total_seconds']} | {n['photos_per_s']} | {verdict} | "
+                f"{n.get('measured', results['when'])} |"
             )
         lines.append("")
     lines += [f"- {note}" for note in results.get("notes", [])]
     return "\n".join(lines) + "\n"
+
+
+def keep_what_was_not_run(results: dict[str, Any]) -> None:
+    """Parts skipped this time (``--skip-worker``, other ``--workers``) keep their last measurement, dated."""
+    if not RESULTS_JSON.is_file():
+        return
+    previous = json.loads(RESULTS_JSON.read_text(encoding="utf-8"))
+    if "worker" not in results and "worker" in previous:
+        results["worker"] = previous["worker"] | {"measured": previous["worker"].get("measured", previous["when"])}
+    ran = {n["workers"] for n in results.get("nights", [])}
+    kept = [n | {"measured": n.get("measured", previous["when"])} for n in previous.get("nights", [])
+            if n["workers"] not in ran]  # fmt: skip
+    results["nights"] = sorted(kept + results.get("nights", []), key=lambda n: n["workers"])
 
 
 def main() -> int:
@@ -333,23 +357,35 @@ def main() -> int:
         if not args.skip_worker:
             log("worker vs in-memory pipeline on the bench corpus")
             results["worker"] = worker_vs_pipeline(endpoint, template, get_sorter(), args.rounds)
+            results["worker"]["measured"] = results["when"]
+            write(results, began)  # each part is kept as soon as it is measured
         if not args.skip_night:
             photos = generated_photos(args.photos)
             results["nights"] = []
             for workers in args.workers:
                 log(f"a night of {len(photos):,} photos with {workers} local worker(s)")
-                results["nights"].append(night(endpoint, template, photos, workers))
+                results["nights"].append(night(endpoint, template, photos, workers) | {"measured": results["when"]})
                 log(json.dumps({k: v for k, v in results["nights"][-1].items() if k != "counts"}))
+                write(results, began)
+    print(markdown(write(results, began)))
+    return 0
+
+
+def write(results: dict[str, Any], began: float) -> dict[str, Any]:
+    """bench/fanout.{json,md} with what has been measured so far (and what earlier runs measured of the rest)."""
+    results = dict(results)
     results["seconds"] = round(time.perf_counter() - began, 1)
-    results["notes"] += [
-        f"Whole run {results['seconds']} s. The local workers are processes on this machine's "
-        f"{os.cpu_count()} vCPUs, which they share with moto and the runner: more local workers cannot add CPU "
-        "here. In AWS each worker is a Lambda with its own vCPUs; docs/scale.md works out a night there.",
+    keep_what_was_not_run(results)
+    results["notes"] = [
+        *results["notes"],
+        f"Whole run {results['seconds']} s. The local workers are processes on this machine's {os.cpu_count()} "
+        "vCPUs, which they share with moto and the runner (each gets its share of onnxruntime threads): more local "
+        "workers cannot add CPU here. In AWS each worker is a Lambda with vCPUs of its own; docs/scale.md works "
+        "out a night there.",
     ]
     RESULTS_JSON.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     RESULTS_MD.write_text(markdown(results), encoding="utf-8")
-    print(markdown(results))
-    return 0
+    return results
 
 
 if __name__ == "__main__":

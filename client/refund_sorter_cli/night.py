@@ -34,7 +34,7 @@ def run_night_locally(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from refund_sorter_cli.local_stack import use_local_aws
-    from refund_sorter_cli.stepfunctions import LocalLambdas, LocalStateMachine
+    from refund_sorter_cli.stepfunctions import LocalLambdas, LocalStateMachine, cpu_share
     from refund_sorter_cli.template import Template
 
     use_local_aws()
@@ -43,10 +43,11 @@ def run_night_locally(
     log_dir = Path(tempfile.gettempdir()) / "refund-sorter-batch" / name
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     started = datetime.now(UTC)
+    workers = workers or os.cpu_count() or 1
     with Progress(*columns, console=Console()) as progress:
         display = _ProgressDisplay(progress, progress.add_task("planning", total=None))
-        with LocalLambdas(template, log_dir=log_dir) as lambdas:
-            machine = LocalStateMachine(template, lambdas, workers=workers or os.cpu_count() or 1, on_event=display)
+        with LocalLambdas(template, log_dir=log_dir, environment=cpu_share(workers)) as lambdas:
+            machine = LocalStateMachine(template, lambdas, workers=workers, on_event=display)
             execution = machine.start({"source": "refund-sorter.cli"}, name=name)
     output = execution.output or {}
     if output.get("plan", {}).get("skipped"):
@@ -81,8 +82,11 @@ class _ProgressDisplay:
 
 
 def print_summary(summary: dict[str, Any]) -> None:
-    counts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary["counts"].items() if v)
-    print(f"{summary['photos']} photos in {summary['chunks']} chunks: {counts or 'nothing to do'}")
+    counts = summary["counts"]
+    statuses = ("classified", "needs_review", "failed")
+    line = ", ".join(f"{name.replace('_', ' ')} {counts.get(name, 0)}" for name in statuses)
+    others = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items() if v and k not in statuses)
+    print(f"{summary['photos']} photos in {summary['chunks']} chunks: {line}" + (f"; {others}" if others else ""))
     if summary["departments"]:
         print("departments: " + ", ".join(f"{k} {v}" for k, v in summary["departments"].items()))
     for failure in summary["failed_chunks"]:

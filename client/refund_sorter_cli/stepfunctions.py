@@ -284,6 +284,7 @@ class _EnvironmentSpec:
     logical_id: str
     initializer: Callable[[], None] | None
     log_path: str | None
+    environment: dict[str, str] = field(default_factory=dict)
 
 
 def _serve(conn: Connection, spec: _EnvironmentSpec) -> None:
@@ -292,6 +293,7 @@ def _serve(conn: Connection, spec: _EnvironmentSpec) -> None:
         with Path(spec.log_path).open("ab") as log:
             os.dup2(log.fileno(), 1)
             os.dup2(log.fileno(), 2)
+    os.environ.update(spec.environment)  # before the template's: values already set win, as for the shell's
     if spec.initializer is not None:
         spec.initializer()
     from refund_sorter_cli.local_stack import LambdaContext, apply_function_environment, load_handler
@@ -354,6 +356,8 @@ class LocalLambdas:
         Called first in every new environment (before the handler is imported); must be picklable.
     log_dir
         Where each environment's stdout/stderr go (one file per environment); inherited when ``None``.
+    environment
+        Variables every environment gets on top of this process's (they win over the template's).
     """
 
     def __init__(
@@ -363,8 +367,10 @@ class LocalLambdas:
         timeouts: Mapping[str, float] | None = None,
         initializer: Callable[[], None] | None = None,
         log_dir: Path | None = None,
+        environment: Mapping[str, str] | None = None,
     ) -> None:
         self.template = template
+        self.environment = dict(environment or {})
         self.timeouts = dict(timeouts or {})
         self.initializer = initializer
         self.log_dir = log_dir
@@ -433,7 +439,7 @@ class LocalLambdas:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             log_path = str(self.log_dir / f"{logical_id}-{uuid.uuid4().hex[:8]}.log")
         spec = _EnvironmentSpec(
-            str(self.template.path), self.template.stack_name, logical_id, self.initializer, log_path
+            str(self.template.path), self.template.stack_name, logical_id, self.initializer, log_path, self.environment
         )
         process = self._context.Process(target=_serve, args=(child, spec), name=f"lambda-{logical_id}", daemon=True)
         process.start()
@@ -839,3 +845,12 @@ def _matches(names: list[str], error: str) -> bool:
 
 def _timestamp() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def cpu_share(workers: int) -> dict[str, str]:
+    """Environment for ``workers`` local environments running at once: in Lambda each has vCPUs of its own,
+    here they share this machine's, so each gets its share of onnxruntime threads instead of one per core
+    (unless the shell sets the thread count itself)."""
+    if "REFUND_SORTER_INTRA_OP_THREADS" in os.environ:
+        return {}
+    return {"REFUND_SORTER_INTRA_OP_THREADS": str(max(1, (os.cpu_count() or 1) // max(1, workers)))}
