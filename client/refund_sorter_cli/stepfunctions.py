@@ -404,7 +404,11 @@ class LocalLambdas:
         timeout = self.timeouts.get(logical_id, float(self.template.function(logical_id).timeout))
         environment = self._take(logical_id)
         try:
-            environment.conn.send((payload, timeout))
+            try:
+                environment.conn.send((payload, timeout))
+            except OSError:  # it died while idle (killed from outside): Lambda would report the invocation failed
+                environment.stop(kill=True)
+                raise LambdaFunctionError("Runtime.ExitError", "the execution environment was gone") from None
             if not environment.conn.poll(timeout):
                 environment.stop(kill=True)
                 raise LambdaFunctionError("Sandbox.Timedout", f"Task timed out after {timeout:.2f} seconds")
