@@ -113,6 +113,26 @@ def aws(moto_endpoint: str, template: Template, monkeypatch: pytest.MonkeyPatch)
 
 
 @pytest.fixture
+def api(aws: LocalAws) -> Iterator[str]:
+    """The local API (the real predict handler behind the API Gateway stand-in) on this test's stack."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from refund_sorter.api.service import get_service
+    from refund_sorter_cli.local_stack import make_api_app
+
+    get_service.cache_clear()  # the service reads the table and bucket names of this test's stack
+    server = make_server("127.0.0.1", free_port(), make_api_app(aws.template), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+    get_service.cache_clear()
+
+
+@pytest.fixture
 def photo_server() -> Iterator[str]:
     """Serves the wheel photos (coffee.png, chelsea.png, …) on 127.0.0.1, on a port the OS chooses."""
     import functools

@@ -11,6 +11,8 @@ from enum import StrEnum
 
 
 class ErrorCode(StrEnum):
+    """Why something was refused: stable, machine-readable; the message next to it is for people."""
+
     # The photo itself
     EMPTY_FILE = "empty_file"
     NOT_AN_IMAGE = "not_an_image"
@@ -28,12 +30,15 @@ class ErrorCode(StrEnum):
     BAD_CONTENT_TYPE = "bad_content_type"
     NOT_FOUND = "not_found"
     # The request itself
+    INVALID_JSON = "invalid_json"
     INVALID_REQUEST = "invalid_request"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
     REQUEST_IN_PROGRESS = "request_in_progress"
     # Storage and the model: ours, not the client's
     STORAGE_ERROR = "storage_error"
     MODEL_ERROR = "model_error"
+    INTERNAL_ERROR = "internal_error"  # a bug of ours: logged, never a stack trace to the client
 
 
 class RefundSorterError(Exception):

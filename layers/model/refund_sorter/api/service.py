@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from refund_sorter.vision.sorter import Sorter
 
 _SAFE_KEY = re.compile(r"^[^\x00-\x1f]{1,1024}$")
+# What a browser's FileReader.readAsDataURL and canvas.toDataURL put before the base64 (RFC 2397).
+_DATA_URL_PREFIX = re.compile(r"^data:image/[\w.+-]+(?:;[\w.+-]+=[\w.+-]+)*;base64,", re.IGNORECASE)
 
 # Lambda's synchronous response limit is 6 MB; bigger exports are handed out as a presigned S3 link.
 INLINE_EXPORT_BYTES = 5 * 1024 * 1024
@@ -186,6 +188,9 @@ class PredictionService:
 
 
 def _decode_base64(text: str, settings: Settings) -> bytes:
+    prefix = _DATA_URL_PREFIX.match(text)
+    if prefix:
+        text = text[prefix.end() :]
     # A base64 string is 4/3 of the bytes: refuse an oversized one before decoding it.
     if len(text) > settings.max_image_bytes * 4 // 3 + 4:
         raise ImageError(ErrorCode.FILE_TOO_LARGE, f"the image is over the limit of {settings.max_image_bytes:,} bytes")

@@ -11,9 +11,13 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Query
 from aws_lambda_powertools.metrics import MetricUnit
 
+from refund_sorter.api.errors import PHOTO_CODES
+from refund_sorter.api.openapi import refusals
+
 # Powertools reads route annotations at runtime: these imports are not for type checking only.
 from refund_sorter.api.schemas import DayParam, PredictionPage, PredictionRequest, ReviewRequest  # noqa: TC001
 from refund_sorter.api.service import get_service
+from refund_sorter.errors import ErrorCode
 from refund_sorter.results import Result  # noqa: TC001
 
 router = Router()
@@ -21,9 +25,34 @@ logger = Logger(child=True)
 metrics = Metrics()
 
 IdParam = Annotated[str, Path(min_length=1, max_length=64, description="The prediction's id")]
+# What a client (and schemathesis' stateful phase) can do next with the id a POST answered.
+NEXT_WITH_THE_ID = {
+    "GetPrediction": {"operationId": "getPrediction", "parameters": {"id": "$response.body#/id"}},
+    "ReviewPrediction": {"operationId": "reviewPrediction", "parameters": {"id": "$response.body#/id"}},
+}
 
 
-@router.post("/predictions", summary="Classify a photo by URL, S3 key or base64 bytes")
+@router.post(
+    "/predictions",
+    summary="Classify a photo by URL, S3 key or base64 bytes",
+    operation_id="createPrediction",
+    responses={
+        201: {"description": "A new Result", "links": NEXT_WITH_THE_ID},
+        200: {
+            "description": "Already known: the photo's Result (or the first answer to this Idempotency-Key)",
+            "links": NEXT_WITH_THE_ID,
+        },
+        **refusals(
+            *PHOTO_CODES,
+            ErrorCode.FILE_TOO_LARGE,
+            ErrorCode.NOT_FOUND,  # the s3_key names no object
+            ErrorCode.IDEMPOTENCY_KEY_REUSED,
+            ErrorCode.REQUEST_IN_PROGRESS,
+            ErrorCode.STORAGE_ERROR,
+            ErrorCode.MODEL_ERROR,
+        ),
+    },
+)
 def create_prediction(
     request: PredictionRequest,
     idempotency_key: Annotated[
@@ -44,20 +73,35 @@ def create_prediction(
     return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=result)
 
 
-@router.get("/predictions/<id>", summary="One prediction")
+@router.get(
+    "/predictions/<id>",
+    summary="One prediction",
+    operation_id="getPrediction",
+    responses={200: {"description": "The Result"}, **refusals(ErrorCode.STORAGE_ERROR)},
+)
 def get_prediction(id: IdParam) -> Result:
     return get_service().get(id)
 
 
-@router.get("/predictions", summary="A day's predictions, oldest first, paged")
+@router.get(
+    "/predictions",
+    summary="A day's predictions, oldest first, paged",
+    operation_id="listPredictions",
+    responses={200: {"description": "One page of the day's Results"}, **refusals(ErrorCode.STORAGE_ERROR)},
+)
 def list_predictions(
-    date: Annotated[DayParam, Query(description="UTC day, YYYY-MM-DD")],
+    date: Annotated[DayParam, Query()],
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     next_token: Annotated[str | None, Query(max_length=2048)] = None,
 ) -> PredictionPage:
     return get_service().list_day(date, limit, next_token)
 
 
-@router.patch("/predictions/<id>", summary="A person decides the department: status becomes reviewed")
+@router.patch(
+    "/predictions/<id>",
+    summary="A person decides the department: status becomes reviewed",
+    operation_id="reviewPrediction",
+    responses={200: {"description": "The reviewed Result"}, **refusals(ErrorCode.STORAGE_ERROR)},
+)
 def review_prediction(id: IdParam, review: ReviewRequest) -> Result:
     return get_service().review(id, review)
