@@ -27,12 +27,6 @@ def _loopback_only(host: Any, *args: Any, **kwargs: Any) -> Any:
     return _real_getaddrinfo(host, *args, **kwargs)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def main() -> int:
     socket.getaddrinfo = _loopback_only
     os.environ["REFUND_SORTER_ALLOW_PRIVATE_URLS"] = "false"  # wins over the local stack's default
@@ -42,7 +36,7 @@ def main() -> int:
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a log line per fuzzed request buries the report
 
-    stack = LocalStack(Template(), moto_port=free_port(), api_port=free_port()).start()
+    stack = LocalStack(Template(), moto_port=0, api_port=0).start()  # 0: ports the OS picks
     report = ROOT / "out" / "fuzz-api"
     report.mkdir(parents=True, exist_ok=True)
     try:
