@@ -97,7 +97,7 @@ def test_export_into_a_pipe_closed_early_is_quiet(aws: LocalAws) -> None:
     os.close(read_end)  # the reader has gone before the first row is written
     try:
         completed = subprocess.run(
-            [str(CLI), "export", "--date", "today"],
+            [str(CLI), "export", "--date", TODAY.isoformat()],
             stdout=write_end,
             stderr=subprocess.PIPE,
             text=True,
