@@ -8,10 +8,10 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from refund_sorter.results import Result, Status
 from refund_sorter_cli.samples import photo_path
 from tests.cli import CLI, clean_environment, run_cli
 from tests.integration.conftest import LocalAws, RunningStack
+from tests.results import a_result
 
 TODAY = datetime.now(UTC).date()
 
@@ -64,20 +64,8 @@ def test_a_large_folder_gets_a_progress_bar_instead_of_a_line_per_photo(aws: Loc
 
 def store_results(aws: LocalAws, count: int, day: datetime) -> None:
     for i in range(count):
-        aws.store.add(
-            Result(
-                id=f"result-{i:04}",
-                source=f"s3://{aws.settings.bucket}/processed/photo-{i:04}.jpg",
-                status=Status.CLASSIFIED,
-                prediction="electronics",
-                department="electronics",
-                confidence=0.9,
-                label="tripod",
-                label_confidence=0.8,
-                model_version="test",
-                timestamp=day,
-            )
-        )
+        source = f"s3://{aws.settings.bucket}/processed/{i}.jpg"
+        aws.store.add(a_result(id=f"result-{i:04}", source=source, timestamp=day))
 
 
 def test_export_takes_today_and_yesterday(aws: LocalAws) -> None:
@@ -117,30 +105,18 @@ def test_local_prints_a_block_another_shell_can_paste(local_stack: RunningStack,
     env = clean_environment(**local_stack.environment)
     assert {"AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"} <= set(env)
     assert f"{local_stack.api_url}/review" in local_stack.banner
+
     # WHEN the AWS CLI uses it THEN it reaches the stack's bucket and results table
-    aws_cli = str(CLI.with_name("aws"))
+    def aws_cli(*args: str) -> str:
+        completed = subprocess.run(
+            [str(CLI.with_name("aws")), *args], env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+        assert completed.returncode == 0, completed.stderr
+        return completed.stdout
+
     shutil.copyfile(photo_path("skimage/camera"), tmp_path / "camera.png")
-    bucket, table = env["REFUND_SORTER_BUCKET"], env["REFUND_SORTER_TABLE"]
-    key = "incoming/pasted-block-test.png"
-    copied = subprocess.run(
-        [aws_cli, "s3", "cp", str(tmp_path / "camera.png"), f"s3://{bucket}/{key}", "--only-show-errors"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert copied.returncode == 0, copied.stderr
-    described = subprocess.run(
-        [aws_cli, "dynamodb", "describe-table", "--table-name", table, "--query", "Table.TableStatus"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert described.returncode == 0, described.stderr
-    assert "ACTIVE" in described.stdout
-    subprocess.run(
-        [aws_cli, "s3", "rm", f"s3://{bucket}/{key}", "--only-show-errors"], env=env, timeout=120, check=True
-    )
+    uri = f"s3://{env['REFUND_SORTER_BUCKET']}/incoming/pasted-block-test.png"
+    aws_cli("s3", "cp", str(tmp_path / "camera.png"), uri, "--only-show-errors")
+    aws_cli("s3", "rm", uri, "--only-show-errors")
+    table = env["REFUND_SORTER_TABLE"]
+    assert "ACTIVE" in aws_cli("dynamodb", "describe-table", "--table-name", table, "--query", "Table.TableStatus")

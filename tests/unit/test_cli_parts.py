@@ -7,27 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from refund_sorter.results import Result, ResultError, ReviewReason, Status
+from refund_sorter.results import ResultError, ReviewReason, Status
 from refund_sorter_cli.display import by_photo_name, summary, why
 from refund_sorter_cli.local_stack import LocalPorts, LocalStackError
 from refund_sorter_cli.net import HOST, PortInUseError, free_port, is_listening, listen, wait_for_port
 from refund_sorter_cli.photo_files import FolderError, find_photos
 from refund_sorter_cli.samples import photo_path
-
-
-def result(**changes: object) -> Result:
-    base: dict[str, object] = {
-        "id": "abc",
-        "source": "s3://bucket/incoming/shoe.jpg",
-        "status": Status.CLASSIFIED,
-        "prediction": "shoes",
-        "confidence": 0.93,
-        "label": "running shoe",
-        "label_confidence": 0.81,
-        "model_version": "test",
-    }
-    return Result.model_validate(base | changes)
-
+from tests.results import a_result
 
 # --- photo files ------------------------------------------------------------------------------------------------
 
@@ -68,18 +54,17 @@ def test_a_folder_that_is_not_one(tmp_path: Path, make: str) -> None:
 
 
 def test_why_for_each_kind_of_result() -> None:
-    assert why(result(), 0.6) == ""
-    assert why(result(status=Status.NEEDS_REVIEW, confidence=0.42, review_reason=ReviewReason.LOW_CONFIDENCE), 0.6) == (
-        "low confidence (0.42 < 0.60)"
-    )
-    not_a_product = result(
+    assert why(a_result(), 0.6) == ""
+    unsure = a_result(status=Status.NEEDS_REVIEW, confidence=0.42, review_reason=ReviewReason.LOW_CONFIDENCE)
+    assert why(unsure, 0.6) == "low confidence (0.42 < 0.60)"
+    not_a_product = a_result(
         status=Status.NEEDS_REVIEW,
         prediction="not_a_product",
         label="tiger cat",
         review_reason=ReviewReason.NOT_A_PRODUCT,
     )
     assert why(not_a_product, 0.6) == "not a product (looks like tiger cat)"
-    failed = result(
+    failed = a_result(
         status=Status.FAILED,
         prediction=None,
         confidence=None,
@@ -90,9 +75,9 @@ def test_why_for_each_kind_of_result() -> None:
 
 def test_summary_and_a_stable_order() -> None:
     results = [
-        result(id="2", source="s3://b/incoming/zebra.jpg", status=Status.FAILED),
-        result(id="1", source="s3://b/incoming/apple.jpg"),
-        result(id="3", source="/photos/mango.jpg", status=Status.NEEDS_REVIEW),
+        a_result(id="2", source="s3://b/incoming/zebra.jpg", status=Status.FAILED),
+        a_result(id="1", source="s3://b/incoming/apple.jpg"),
+        a_result(id="3", source="/photos/mango.jpg", status=Status.NEEDS_REVIEW),
     ]
     assert summary(results) == "1 classified, 1 needs review, 1 failed"
     assert [r.id for r in by_photo_name(results)] == ["1", "3", "2"]

@@ -15,6 +15,7 @@ from refund_sorter.results import Result, Status
 from refund_sorter_cli.samples import photo_bytes
 from tests.fakes import MemoryResultStore
 from tests.memory_bucket import MemoryBucket
+from tests.results import a_result
 
 if TYPE_CHECKING:
     from refund_sorter.config import Settings
@@ -35,18 +36,12 @@ def service(settings: Settings, sorter: Sorter, store: MemoryResultStore) -> Pre
     return PredictionService(settings, sorter, store=cast("DynamoResultStore", store), bucket=MemoryBucket(settings))
 
 
-def stored(store: MemoryResultStore, result_id: str, when: datetime, status: Status = Status.NEEDS_REVIEW) -> Result:
-    result = Result(
-        id=result_id,
-        source=f"s3://bucket/processed/{result_id}.jpg",
-        status=status,
-        prediction="electronics",
-        confidence=0.41,
-        label="tripod",
-        label_confidence=0.3,
-        model_version="test",
+def stored(store: MemoryResultStore, result_id: str, when: datetime) -> Result:
+    """A photo waiting for a person, stored at ``when``."""
+    result = a_result(
+        id=result_id, status=Status.NEEDS_REVIEW, department=None, confidence=0.41, review_reason="low_confidence",
         timestamp=when,
-    )
+    )  # fmt: skip
     store.add(result)
     return result
 
