@@ -139,9 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         if photo_server is not None:
             photo_server.shutdown()
             photo_server.server_close()
-        if not keep or stack.poll() is not None:
-            if stack.poll() is None:
-                os.killpg(stack.pid, signal.SIGTERM)
+        if stack.poll() is None and not keep:
+            os.killpg(stack.pid, signal.SIGTERM)
             stack.wait(timeout=30)
             step(f"stopped the local stack (its log: {log})")
 
