@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup test unit integration lint format openapi model demo fuzz-api memory bench clean
+.PHONY: help setup test unit functional integration lint format openapi model demo fuzz-api memory bench clean
 
 include infra/tools.mk
 
@@ -27,8 +27,11 @@ $(STAMP): pyproject.toml
 test: setup lint ## lint, then every test (unit and integration on the moto server)
 	$(BIN)/pytest
 
-unit: setup ## the fast tests that need no AWS
+unit: setup ## the fast tests that need nothing but the package
 	$(BIN)/pytest tests/unit
+
+functional: setup ## the CLI and the URL fetcher as processes and servers on 127.0.0.1 (no AWS)
+	$(BIN)/pytest tests/functional
 
 integration: setup ## the tests against a moto server
 	$(BIN)/pytest tests/integration
@@ -52,8 +55,8 @@ model: ## regenerate the ONNX model, labels and golden logits from the PyPI weig
 	.venv-model/bin/python tools/model/export_model.py
 	.venv-model/bin/python tools/model/record_golden.py
 
-demo: setup ## start the local stack, upload the sample photos, run the nightly batch, call the API, stop
-	$(BIN)/python -m tools.demo
+demo: setup ## start the local stack, upload the sample photos, run the nightly batch, call the API, stop (KEEP=1: leave it running)
+	$(BIN)/python -m tools.demo $(if $(filter 1 yes true,$(KEEP) $(DEMO_KEEP)),--keep)
 
 fuzz-api: setup ## schemathesis against the local API: every answer conforms to the OpenAPI document, zero 5xx
 	$(BIN)/python -m tools.fuzz_api

@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 
 from bench import corpus as corpus_module
+from refund_sorter_cli.net import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -290,12 +290,6 @@ def int8_agreement(
 
 
 # ------------------------------------------------------------------------------------------------- moto server
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 MOTO_CHILD: Final = """

@@ -40,7 +40,7 @@ import threading
 import time
 from dataclasses import dataclass
 from http.client import HTTPException
-from typing import TYPE_CHECKING, Final, TypeAlias
+from typing import TYPE_CHECKING, Final, Protocol, TypeAlias
 from urllib.parse import quote, urljoin, urlsplit
 
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -53,6 +53,8 @@ from refund_sorter.errors import ErrorCode, FetchError
 from refund_sorter.vision.images import sniff_format
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from urllib3.response import BaseHTTPResponse
 
 _IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -114,6 +116,17 @@ class FetchedImage:
     url: str  # the final URL after any redirects
 
 
+class Timer(Protocol):
+    """What the watchdog needs of :class:`threading.Timer`: a tests' stand-in fires when the test says so."""
+
+    def start(self) -> None: ...
+
+    def cancel(self) -> None: ...
+
+
+TimerFactory: TypeAlias = "Callable[[float, Callable[[], None]], Timer]"
+
+
 @dataclass(frozen=True)
 class _Target:
     """One checked hop: where to connect and what to ask for."""
@@ -125,7 +138,7 @@ class _Target:
     path: str  # request target: path and query, non-ASCII percent-encoded
 
 
-def fetch_image(url: str, settings: Settings | None = None) -> FetchedImage:
+def fetch_image(url: str, settings: Settings | None = None, *, timer: TimerFactory = threading.Timer) -> FetchedImage:
     """Fetch one image from a URL supplied by a client, refusing anything that could reach our network.
 
     Parameters
@@ -135,6 +148,9 @@ def fetch_image(url: str, settings: Settings | None = None) -> FetchedImage:
     settings
         Limits and timeouts (``fetch_connect_timeout``, ``fetch_read_timeout``, ``fetch_max_redirects``,
         ``max_image_bytes``, ``allow_private_urls``); :func:`~refund_sorter.config.get_settings` if omitted.
+    timer
+        Schedules the end of the wall-clock budget, called as ``timer(seconds, expire)`` and then started
+        (:class:`threading.Timer`); tests pass a timer they fire themselves instead of waiting it out.
 
     Returns
     -------
@@ -149,7 +165,7 @@ def fetch_image(url: str, settings: Settings | None = None) -> FetchedImage:
         or ``socket`` escapes.
     """
     settings = settings or get_settings()
-    watchdog = _Watchdog(settings.fetch_connect_timeout + 2 * settings.fetch_read_timeout)
+    watchdog = _Watchdog(settings.fetch_connect_timeout + 2 * settings.fetch_read_timeout, timer)
     try:
         image = _follow(url, settings, watchdog)
     except FetchError as exc:
@@ -348,18 +364,19 @@ class _Watchdog:
     wrapping detaches the original object; shutdown applies to the connection, whichever descriptor.
     """
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, timer: TimerFactory = threading.Timer) -> None:
         self.expired = False
         self._deadline = time.monotonic() + seconds
         self._sock: socket.socket | None = None
         self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
+        self._timer = timer(seconds, self._expire)
+        if isinstance(self._timer, threading.Thread):
+            self._timer.daemon = True  # a pending budget never keeps the process alive
         self._timer.start()
 
     def remaining(self) -> float:
         left = self._deadline - time.monotonic()
-        if left <= 0:
+        if self.expired or left <= 0:
             raise _timed_out()
         return left
 
