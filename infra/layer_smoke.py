@@ -30,6 +30,7 @@ import io
 import random
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,6 +81,7 @@ def main() -> int:
     check_runtime_only(layer)
     check_modules(layer)
     check_handlers(args.handler)
+    check_snapstart_hooks()
     classify_every_format()
     return 0
 
@@ -134,6 +136,24 @@ def check_handlers(specs: list[str]) -> None:
         print(f"layer-smoke: handlers import: {', '.join(spec.rpartition(':')[2] for spec in specs)}")
 
 
+def check_snapstart_hooks() -> None:
+    """Run the SnapStart hooks the handlers registered, as Lambda does around a snapshot (before, then after)."""
+    try:
+        import snapshot_restore_py  # the runtime provides it (here: --runtime)
+    except ImportError:
+        print("layer-smoke: SnapStart hooks not checked: no snapshot_restore_py (pass --runtime)")
+        return
+    timings = []
+    for registry in (snapshot_restore_py.get_before_snapshot(), snapshot_restore_py.get_after_restore()):
+        assert registry, "no SnapStart hook registered (the predict handler registers two)"
+        started = time.perf_counter()
+        for function, hook_args, hook_kwargs in registry:
+            function(*hook_args, **hook_kwargs)
+        timings.append(time.perf_counter() - started)
+    before_s, after_ms = timings[0], timings[1] * 1000
+    print(f"layer-smoke: SnapStart hooks run: before snapshot {before_s:.2f} s, after restore {after_ms:.1f} ms")
+
+
 def classify_every_format() -> None:
     import numpy as np
     from PIL import Image
@@ -159,7 +179,7 @@ def classify_every_format() -> None:
             picture.save(buffer, format=image_format)
             data = buffer.getvalue()
         assert images.sniff_format(data[:64]) == image_format, image_format
-        photos.append(Photo(id=image_format, source=f"layer-smoke.{image_format.lower()}", read=lambda d=data: d))
+        photos.append(Photo(id=image_format, source=f"layer-smoke.{image_format.lower()}", read=partial(bytes, data)))
 
     started = time.perf_counter()
     results = [outcome.result for outcome in get_sorter().classify(photos)]
@@ -174,8 +194,8 @@ def classify_every_format() -> None:
     last = results[-1]
     assert last is not None
     print(
-        f"layer-smoke: classified {len(results)} generated photos ({', '.join(p.id for p in photos)}) in "
-        f"{elapsed:.2f} s, model load included: {last.prediction} {last.confidence} ({last.label}), "
+        f"layer-smoke: classified {len(results)} photos ({', '.join(p.id for p in photos)}) in "
+        f"{elapsed:.2f} s: {last.prediction} {last.confidence} ({last.label}), "
         f"{last.model_version}"
     )
 
