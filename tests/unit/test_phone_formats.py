@@ -119,3 +119,11 @@ def test_sniff_iso_media(head: bytes, fmt: str | None) -> None:
 @pytest.mark.parametrize("fixture", sorted(FORMAT_FIXTURES.glob("*.heic")) + sorted(FORMAT_FIXTURES.glob("*.avif")))
 def test_fixtures_are_sniffed_by_their_brands(fixture: Path) -> None:
     assert sniff_format(fixture.read_bytes()[:64]) == ("HEIF" if fixture.suffix == ".heic" else "AVIF")
+
+
+def test_multi_picture_jpeg_is_read_as_its_first_picture() -> None:
+    # GIVEN an MPO (a camera's JPEG with a second picture appended), which Pillow opens as format "MPO"
+    coffee = photo_image("skimage/coffee").resize((2400, 1600))  # large enough for a 1/4-scale draft decode
+    mpo = encode(coffee, "MPO", save_all=True, append_images=[coffee.transpose(Image.Transpose.ROTATE_180)])
+    # THEN the crop is the first picture's, draft-decoded exactly as the same picture sent as a plain JPEG
+    assert _distance(_crop(mpo), _crop(encode(coffee, "JPEG"))) == 0

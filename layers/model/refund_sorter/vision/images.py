@@ -210,7 +210,7 @@ def register_decoders() -> None:
 
 
 def _crop_for_model(image: Image.Image) -> np.ndarray:
-    if image.format == "JPEG":
+    if image.format in ("JPEG", "MPO"):  # MPO: a camera's multi-picture JPEG, read as its first (JPEG) picture
         image.draft("RGB", (DRAFT_SIZE, DRAFT_SIZE))
     # No seek: a freshly opened file is at an animation's first frame, and a HEIF file at its primary image
     # (which need not be the first one).
