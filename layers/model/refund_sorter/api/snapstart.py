@@ -7,8 +7,8 @@ instead of importing and loading everything again.
 Before the snapshot, :func:`prepare_snapshot` builds the service (settings, taxonomy, the onnxruntime session),
 loads every accepted format's decoder, classifies one generated photo through the whole path (decode → model →
 departments), so onnxruntime's session, its memory arenas and first-run work are in the snapshot, and imports
-what the first request would import (boto3 and the storage and fetch modules: measured ~1.3 s of a restored
-process's first request otherwise). It makes no network client and stores nothing.
+what the first request would import (boto3 and the storage and fetch modules: otherwise most of a restored
+process's first request, bench/snapstart.py). It makes no network client and stores nothing.
 
 After a restore, :func:`refresh_after_restore` forgets what must not be shared between the copies of one
 snapshot: boto3 clients (their connections and credentials belong to the environment that was snapshotted), the
@@ -32,7 +32,7 @@ from refund_sorter.storage.clients import reset_clients
 
 __all__ = ["prepare_snapshot", "refresh_after_restore", "register_snapstart_hooks"]
 
-# A phone-sized aspect ratio, small enough to encode in a few milliseconds; the draft decoder still runs.
+# A phone photo's aspect ratio, small enough to encode in milliseconds; the JPEG path (draft, crop) runs as for one.
 WARM_UP_SIZE = (640, 480)
 # Imported before the snapshot, never used there: no client, no connection, no credentials until a request.
 FIRST_REQUEST_MODULES = ("boto3", "refund_sorter.storage.dynamodb", "refund_sorter.storage.bucket",
