@@ -988,6 +988,10 @@ def notes(results: dict[str, Any]) -> list[str]:
         top = ", ".join(f"{k} {v:.0f}" for k, v in imports.items() if not k.startswith("_"))
         out.append(f"- Cold start, first request (ms): {parts}.")
         out.append(f"- Cold start, handler import by package (-X importtime self ms): {top}.")
+    if "snapstart" in results:
+        from bench import snapstart
+
+        out.extend(snapstart.summary_lines(results["snapstart"]))
     money = results["cost"]
     out.append(
         f"- Cost: Lambda x86_64 ${money['price_per_gb_second_usd']}/GB-s + ${money['price_per_request_usd'] * 1e6:.2f} "
@@ -1131,6 +1135,10 @@ def aws_measurements(
         env |= variables | function_environment(template, "PredictFunction")
         results["cold_start"] = cold_start(env, photo, args.cold_runs)
         results["cold_start"]["photo"] = results["predict_warm"]["photo"]
+        from bench import snapstart
+
+        log(f"SnapStart, emulated: {args.cold_runs} fresh processes per mode")
+        results["snapstart"] = snapstart.measure(env, photo, args.cold_runs)
 
 
 def agreement(naive_logits: np.ndarray, product_probs: np.ndarray, taxonomy: Taxonomy) -> dict[str, float]:

@@ -16,6 +16,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging import correlation_paths
 
 from refund_sorter.api.app import build_app
+from refund_sorter.api.snapstart import register_snapstart_hooks
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 logger = Logger()
 metrics = Metrics()
 app = build_app()
+register_snapstart_hooks()  # with SnapStart on, the model is loaded before the snapshot; clients made after restore
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

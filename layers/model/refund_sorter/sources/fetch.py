@@ -50,7 +50,7 @@ from urllib3.exceptions import TimeoutError as Urllib3TimeoutError
 from refund_sorter import __version__
 from refund_sorter.config import Settings, get_settings
 from refund_sorter.errors import ErrorCode, FetchError
-from refund_sorter.vision.images import sniff_format
+from refund_sorter.vision.images import ACCEPTED_NAMES, sniff_format
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -64,7 +64,7 @@ __all__ = ["FetchedImage", "fetch_image"]
 _ALLOWED_PORTS: Final = frozenset({80, 443})
 _MAX_URL_LENGTH: Final = 2048
 _REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
-_SNIFF_BYTES: Final = 16  # enough for every magic number sniff_format knows (WebP's ends at byte 12)
+_SNIFF_BYTES: Final = 64  # every magic number sniff_format knows, and the brands of a HEIF/AVIF ftyp box
 _CHUNK: Final = 64 * 1024
 _MEDIA_TYPES: Final = {
     "JPEG": "image/jpeg",
@@ -73,6 +73,8 @@ _MEDIA_TYPES: Final = {
     "WEBP": "image/webp",
     "BMP": "image/bmp",
     "TIFF": "image/tiff",
+    "HEIF": "image/heif",
+    "AVIF": "image/avif",
 }
 
 _net = ipaddress.ip_network
@@ -504,7 +506,7 @@ def _read_body(response: BaseHTTPResponse, max_bytes: int) -> tuple[bytes, str]:
 def _sniff(head: bytes) -> str:
     image_format = sniff_format(head)
     if image_format is None:
-        what = "an empty body" if not head else "something that is not a JPEG, PNG, GIF, WebP, BMP or TIFF image"
+        what = "an empty body" if not head else f"something that is not a {ACCEPTED_NAMES} image"
         raise FetchError(ErrorCode.BAD_CONTENT_TYPE, f"the URL returned {what}")
     return image_format
 
