@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from refund_sorter.results import ResultError, ReviewReason, Status
+from refund_sorter.vision.images import ACCEPTED_FORMATS
 from refund_sorter_cli.display import by_photo_name, summary, why
 from refund_sorter_cli.local_stack import LocalPorts, LocalStackError
 from refund_sorter_cli.net import HOST, PortInUseError, free_port, is_listening, listen, wait_for_port
@@ -29,7 +30,7 @@ def test_a_photo_needs_both_a_photo_name_and_photo_bytes(tmp_path: Path) -> None
     assert {s.path.name: s.reason for s in found.skipped} == {
         "camera.dat": "not a photo (.dat)",
         "empty.jpg": "empty file",
-        "page.jpg": "named .jpg but its bytes are not a JPEG, PNG, GIF, WEBP, BMP, TIFF image",
+        "page.jpg": f"named .jpg but its bytes are not a {', '.join(ACCEPTED_FORMATS)} image",
     }
 
 
