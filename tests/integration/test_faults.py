@@ -134,7 +134,7 @@ def test_persistent_dynamodb_errors_lose_nothing(aws: LocalAws, sorter: Sorter, 
     assert sorted(results_per_photo(aws).values()) == [1] * len(REAL)
 
 
-def test_failing_archive_copy_is_finished_by_the_next_run(
+def test_failing_archive_copy_leaves_the_photo_for_the_next_run(
     aws: LocalAws, sorter: Sorter, clients: tuple[Any, Any]
 ) -> None:
     store, bucket = stack_with(aws, clients)
@@ -142,10 +142,31 @@ def test_failing_archive_copy_is_finished_by_the_next_run(
     broken = Injector(10_000, 500, "InternalError", False, lambda r: True)
     clients[0].meta.events.register("before-send.s3.CopyObject", broken)
     first = run_nightly(sorter, store, bucket)
+    # the Result is stored only once the copy it names exists
     assert first.deferred == len(REAL)
-    assert len(aws.items()) == len(REAL)  # Results stored; photos still in incoming/
+    assert aws.items() == []
     assert len(aws.keys("incoming/")) == len(REAL)
     clients[0].meta.events.unregister("before-send.s3.CopyObject", broken)
+    second = run_nightly(sorter, store, bucket)
+    assert second.processed == len(REAL)
+    assert aws.keys("incoming/") == [] and len(aws.keys("processed/")) == len(REAL)
+    assert sorted(results_per_photo(aws).values()) == [1] * len(REAL)
+
+
+def test_failing_delete_of_the_original_is_finished_by_the_next_run(
+    aws: LocalAws, sorter: Sorter, clients: tuple[Any, Any]
+) -> None:
+    store, bucket = stack_with(aws, clients)
+    upload_real_photos(aws)
+    broken = Injector(10_000, 500, "InternalError", False, lambda r: True)
+    clients[0].meta.events.register("before-send.s3.DeleteObject", broken)
+    first = run_nightly(sorter, store, bucket)
+    assert first.deferred == len(REAL)
+    # Results stored, naming the copies in processed/; the originals still wait in incoming/
+    assert len(aws.keys("incoming/")) == len(REAL) and len(aws.keys("processed/")) == len(REAL)
+    assert {item["photo_key"]["S"] for item in aws.items()} == set(aws.keys("processed/"))
+    assert any("could not delete" in error for error in first.errors)  # a StorageError, not a raw ClientError
+    clients[0].meta.events.unregister("before-send.s3.DeleteObject", broken)
     second = run_nightly(sorter, store, bucket)
     assert second.already_done == len(REAL) and second.processed == 0
     assert aws.keys("incoming/") == [] and len(aws.keys("processed/")) == len(REAL)
