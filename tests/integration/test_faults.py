@@ -6,16 +6,19 @@ incoming/ for the next run. After the next run every photo has exactly one Resul
 
 from __future__ import annotations
 
+import io
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from botocore.awsrequest import AWSResponse, HTTPHeaders
+from botocore.exceptions import ClientError
 
 from refund_sorter.config import get_settings
+from refund_sorter.errors import StorageError
 from refund_sorter.jobs.nightly import run_nightly
-from refund_sorter.storage.bucket import PhotoBucket
+from refund_sorter.storage.bucket import ArchivedCopy, PhotoBucket, StoredPhoto
 from refund_sorter.storage.clients import dynamodb_client, reset_clients, s3_client
 from refund_sorter.storage.dynamodb import DynamoResultStore
 from refund_sorter.vision.sorter import Sorter
@@ -171,3 +174,52 @@ def test_failing_delete_of_the_original_is_finished_by_the_next_run(
     assert second.already_done == len(REAL) and second.processed == 0
     assert aws.keys("incoming/") == [] and len(aws.keys("processed/")) == len(REAL)
     assert sorted(results_per_photo(aws).values()) == [1] * len(REAL)
+
+
+def test_a_dynamodb_fault_on_already_done_defers_that_photo_and_the_export_is_still_written(
+    aws: LocalAws, sorter: Sorter, clients: tuple[Any, Any]
+) -> None:
+    store, bucket = stack_with(aws, clients)
+    keys = upload_real_photos(aws)
+    (coffee,) = [key for key in keys if "coffee" in key]
+    coffee_id = bucket.head(coffee).result_id
+    # GIVEN DynamoDB failing, past every retry, each time the job asks whether coffee is already done
+    down = Injector(10_000, 500, "InternalServerError", True, lambda r: coffee_id.encode() in r.body)
+    clients[1].meta.events.register("before-send.dynamodb.GetItem", down)
+    # WHEN the nightly job runs THEN only that photo waits, and the night's export is written all the same
+    first = run_nightly(sorter, store, bucket)
+    assert down.injected > 0
+    assert (first.deferred, first.processed) == (1, len(REAL) - 1)
+    assert aws.keys("incoming/") == [coffee]
+    assert first.export_key is not None and first.export_rows == len(REAL) - 1
+    clients[1].meta.events.unregister("before-send.dynamodb.GetItem", down)
+    second = run_nightly(sorter, store, bucket)
+    assert second.processed == 1 and second.export_rows == len(REAL)
+    assert sorted(results_per_photo(aws).values()) == [1] * len(REAL)
+
+
+@pytest.mark.parametrize(
+    ("operation", "call"),
+    [
+        ("ListObjectsV2", lambda bucket, photo: list(bucket.incoming())),
+        ("HeadObject", lambda bucket, photo: bucket.head(photo.key)),
+        ("HeadObject", lambda bucket, photo: bucket.copy_to_archive(photo, "an-id")),
+        ("CopyObject", lambda bucket, photo: bucket.copy_to_archive(photo, "an-id")),
+        ("DeleteObject", lambda bucket, photo: bucket.delete_original(ArchivedCopy(photo, "processed/x", None))),
+        ("PutObject", lambda bucket, photo: bucket.put_export("exports/2026-11-25.csv", io.BytesIO(b"a,b\r\n"))),
+        ("PutObject", lambda bucket, photo: bucket.put_upload("an-id", b"\x89PNG", "png", "image/png")),
+    ],
+    ids=["list", "head", "head-before-copy", "copy", "delete", "put-export", "put-upload"],
+)
+def test_bucket_faults_leave_as_storage_errors(
+    aws: LocalAws, clients: tuple[Any, Any], operation: str, call: Callable[[PhotoBucket, StoredPhoto], object]
+) -> None:
+    _, bucket = stack_with(aws, clients)
+    (key, *_) = upload_real_photos(aws)
+    photo = bucket.head(key)
+    broken = Injector(10_000, 500, "InternalError", False, lambda r: True)
+    clients[0].meta.events.register(f"before-send.s3.{operation}", broken)
+    with pytest.raises(StorageError) as raised:
+        call(bucket, photo)
+    assert broken.injected > 0
+    assert isinstance(raised.value.__cause__, ClientError)  # what botocore raised, kept as the cause
