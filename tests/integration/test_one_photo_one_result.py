@@ -107,9 +107,7 @@ def test_a_photo_archived_before_copies_named_their_result_still_finds_it(
     aws.put_photo("incoming/old.png", photo_bytes("skimage/coffee"))
     created = post(api, {"s3_key": "incoming/old.png"})
     assert created.status_code == 201, created.text
-    aws.s3.copy_object(
-        Bucket=bucket, Key="processed/old.png", CopySource={"Bucket": bucket, "Key": "incoming/old.png"}
-    )
+    aws.s3.copy_object(Bucket=bucket, Key="processed/old.png", CopySource={"Bucket": bucket, "Key": "incoming/old.png"})
     aws.s3.delete_object(Bucket=bucket, Key="incoming/old.png")
     assert "result-id" not in metadata(aws, "processed/old.png")["Metadata"]
     # WHEN it is asked for by either key THEN its Result is found from the key it had and the ETag it kept
