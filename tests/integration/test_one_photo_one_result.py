@@ -117,6 +117,25 @@ def test_a_photo_archived_before_copies_named_their_result_still_finds_it(
     assert len(aws.items()) == 1
 
 
+def test_a_result_id_in_the_metadata_of_a_photo_in_incoming_is_not_believed(
+    api: str,  # noqa: F811
+    aws: LocalAws,
+) -> None:
+    # GIVEN someone's Result, and another photo dropped into incoming/ whose metadata claims that Result
+    aws.put_photo("incoming/theirs.png", photo_bytes("skimage/coffee"))
+    theirs = post(api, {"s3_key": "incoming/theirs.png"}).json()
+    aws.s3.put_object(
+        Bucket=aws.settings.bucket,
+        Key="incoming/mine.png",
+        Body=photo_bytes("skimage/chelsea"),
+        Metadata={"result-id": theirs["id"]},
+    )
+    # WHEN it is asked for THEN it gets a Result of its own (only what this package wrote is believed)
+    mine = post(api, {"s3_key": "incoming/mine.png"})
+    assert mine.status_code == 201, mine.text
+    assert mine.json()["id"] != theirs["id"] and "cat" in mine.json()["label"]
+
+
 def test_a_photo_sent_as_bytes_is_kept_under_uploads(api: str, aws: LocalAws) -> None:  # noqa: F811
     sent = photo_bytes("skimage/chelsea")
     created = post(api, {"image_base64": base64.b64encode(sent).decode()})

@@ -52,8 +52,8 @@ def _code(exc: Exception) -> str:
 class StoredPhoto:
     """One version of an object in the bucket.
 
-    ``recorded_id`` is the Result id the object's metadata names (archived copies and kept uploads carry one;
-    photos dropped into ``incoming/`` do not).
+    ``recorded_id`` is the Result id the object's metadata names: archived copies and kept uploads carry one
+    (what is in ``incoming/`` was put there by anyone, and its metadata is not believed).
     """
 
     key: str
@@ -98,7 +98,7 @@ class PhotoBucket:
 
     @property
     def photo_prefixes(self) -> tuple[str, ...]:
-        """Where photos live; the API reads photos from nowhere else."""
+        """Where photos live (``incoming/`` first, then what this package writes); the API reads no others."""
         s = self.settings
         return (s.incoming_prefix, s.processed_prefix, s.failed_prefix, s.uploads_prefix)
 
@@ -162,8 +162,11 @@ class PhotoBucket:
             if _code(exc) in _MISSING:
                 raise NotFoundError(f"no object {self.uri(key)}") from exc
             raise StorageError(f"could not read {self.uri(key)}: {exc}") from exc
-        etag = reply["ETag"].strip('"')
-        return StoredPhoto(key, etag, reply["ContentLength"], reply.get("Metadata", {}).get(RESULT_ID))
+        # Only this package writes under processed/, failed/ and uploads/; anyone with the bucket can upload
+        # to incoming/ with any metadata, so a Result id found there is not believed.
+        written_by_us = key.startswith(self.photo_prefixes[1:])
+        recorded_id = reply.get("Metadata", {}).get(RESULT_ID) if written_by_us else None
+        return StoredPhoto(key, reply["ETag"].strip('"'), reply["ContentLength"], recorded_id)
 
     def locate(self, key: str) -> StoredPhoto:
         """The photo a client asks for by any key it has had.
