@@ -97,10 +97,15 @@ class PhotoBucket:
         return f"s3://{self.name}/{key}"
 
     @property
-    def photo_prefixes(self) -> tuple[str, ...]:
-        """Where photos live (``incoming/`` first, then what this package writes); the API reads no others."""
+    def written_prefixes(self) -> tuple[str, ...]:
+        """Where only this package writes photos: archived copies and kept uploads."""
         s = self.settings
-        return (s.incoming_prefix, s.processed_prefix, s.failed_prefix, s.uploads_prefix)
+        return (s.processed_prefix, s.failed_prefix, s.uploads_prefix)
+
+    @property
+    def photo_prefixes(self) -> tuple[str, ...]:
+        """Where photos live; the API reads no others."""
+        return (self.settings.incoming_prefix, *self.written_prefixes)
 
     def key_of(self, reference: str) -> str:
         """The key a client named, as a key or as ``s3://<this bucket>/<key>``; anything else is refused.
@@ -162,9 +167,8 @@ class PhotoBucket:
             if _code(exc) in _MISSING:
                 raise NotFoundError(f"no object {self.uri(key)}") from exc
             raise StorageError(f"could not read {self.uri(key)}: {exc}") from exc
-        # Only this package writes under processed/, failed/ and uploads/; anyone with the bucket can upload
-        # to incoming/ with any metadata, so a Result id found there is not believed.
-        written_by_us = key.startswith(self.photo_prefixes[1:])
+        # Anyone with the bucket can upload to incoming/ with any metadata: a Result id found there is not believed.
+        written_by_us = key.startswith(self.written_prefixes)
         recorded_id = reply.get("Metadata", {}).get(RESULT_ID) if written_by_us else None
         return StoredPhoto(key, reply["ETag"].strip('"'), reply["ContentLength"], recorded_id)
 
