@@ -374,7 +374,12 @@ def batch_on_moto(sorter: Sorter, datas: list[bytes], names: list[str]) -> dict[
     # How long the calling thread waits on S3/DynamoDB per photo (classify_stored makes these calls between
     # batches, on the thread that also runs inference); the get_object reads run on the decode workers.
     waits: dict[str, float] = {}
-    patched = [(DynamoResultStore, "get"), (DynamoResultStore, "add"), (PhotoBucket, "archive")]
+    patched = [
+        (DynamoResultStore, "get"),
+        (DynamoResultStore, "add"),
+        (PhotoBucket, "copy_to_archive"),
+        (PhotoBucket, "delete_original"),
+    ]
     originals = [getattr(owner, name) for owner, name in patched]
     for (owner, name), original in zip(patched, originals, strict=True):
         setattr(owner, name, clocked_method(original, f"{owner.__name__}.{name}", waits))
@@ -385,8 +390,8 @@ def batch_on_moto(sorter: Sorter, datas: list[bytes], names: list[str]) -> dict[
             setattr(owner, name, original)
     processed = report.processed
     return {
-        "what": "refund_sorter.nightly.run_nightly on moto: list incoming/, get_object, classify, DynamoDB put "
-        "(conditional), copy to processed/ + delete, then the CSV export",
+        "what": "refund_sorter.nightly.run_nightly on moto: list incoming/, get_object, classify, head + copy to "
+        "processed/, DynamoDB put (conditional), delete, then the CSV export",
         "images": processed,
         "seconds": report.seconds,
         "images_per_s": processed / report.seconds if report.seconds else None,

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     processed_prefix: str = "processed/"
     failed_prefix: str = "failed/"
     exports_prefix: str = "exports/"
+    uploads_prefix: str = Field(
+        "uploads/", description="Where the API keeps the photos it was sent or fetched, as <result id>.<ext>"
+    )
     endpoint_url: str = Field(
         "", description="AWS endpoint for S3 and DynamoDB (a moto server for `sam local invoke`); empty = AWS"
     )

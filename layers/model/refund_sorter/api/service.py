@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from refund_sorter.storage.dynamodb import DynamoResultStore
     from refund_sorter.vision.sorter import Sorter
 
-_SAFE_KEY = re.compile(r"^[^\x00-\x1f]{1,1024}$")
 # What a browser's FileReader.readAsDataURL and canvas.toDataURL put before the base64 (RFC 2397).
 _DATA_URL_PREFIX = re.compile(r"^data:image/[\w.+-]+(?:;[\w.+-]+=[\w.+-]+)*;base64,", re.IGNORECASE)
 
@@ -43,7 +42,7 @@ class PredictionService:
     """The API's operations over one Sorter, ResultStore and PhotoBucket.
 
     The store and the bucket are made on first use: their boto3 clients cost ~100 ms each of a cold start,
-    which /health never needs, and only s3_key predictions and large exports need the bucket.
+    which /health never needs.
     """
 
     def __init__(
@@ -75,24 +74,47 @@ class PredictionService:
         return self._bucket
 
     def predict(self, request: PredictionRequest) -> tuple[Result, bool]:
-        """Classify what the request names and store it. Returns the Result and whether it is new."""
-        from refund_sorter.sources.files import photo_from_bytes, photo_from_url
+        """Classify what the request names and store it. Returns the Result and whether it is new.
 
-        new_id = uuid.uuid4().hex
+        A photo in the bucket has one Result whatever key it is asked for by (see :meth:`_predict_stored`);
+        a photo sent as bytes or named by URL is kept under ``uploads/`` so a person can look at it later.
+        """
+        if request.s3_key is not None:
+            return self._predict_stored(request.s3_key)
         if request.url is not None:
-            photo = photo_from_url(request.url, self.settings, photo_id=new_id)
-        elif request.s3_key is not None:
-            if not _SAFE_KEY.match(request.s3_key):
-                raise InvalidRequestError("s3_key has control characters")
-            stored = self.bucket.head(request.s3_key)
-            existing = self.store.get(stored.result_id)
+            from refund_sorter.sources.fetch import fetch_image
+
+            data, source = fetch_image(request.url, self.settings).data, request.url
+        else:
+            data, source = _decode_base64(request.image_base64 or "", self.settings), None
+        result, key = self._classify_and_keep(data, source)
+        return self._add(result.model_copy(update={"photo_key": key, "source": source or self.bucket.uri(key)}))
+
+    def _classify_and_keep(self, data: bytes, source: str | None) -> tuple[Result, str]:
+        """Classify sent bytes, then keep them under ``uploads/``; returns the Result and the kept key.
+
+        Kept only once classified: a refused photo gets a 4xx and no Result that could point at it. (Running
+        the PUT alongside the model was measured on moto: no faster there, where moto shares our CPUs, and it
+        needs a delete, and the permission for it, for every refused photo.)
+        """
+        from refund_sorter.sources.files import photo_from_bytes
+
+        result = self.sorter.classify_one(photo_from_bytes(data, source or "upload", uuid.uuid4().hex))
+        return result, self.bucket.put_upload(result.id, data, *_file_type(data))
+
+    def _predict_stored(self, reference: str) -> tuple[Result, bool]:
+        """The one Result of a photo in the bucket, asked for by any key it has had (``incoming/``,
+        ``processed/``, ``failed/``, ``uploads/``), or a new one if it has none yet."""
+        stored = self.bucket.locate(self.bucket.key_of(reference))
+        for result_id in self.bucket.result_ids(stored):
+            existing = self.store.get(result_id)
             if existing is not None:
                 return existing, False
-            photo = self.bucket.photo(stored)
-        else:
-            photo = photo_from_bytes(_decode_base64(request.image_base64 or "", self.settings), "upload", new_id)
-        result = self.sorter.classify_one(photo)
-        if not self.store.add(result):
+        result = self.sorter.classify_one(self.bucket.photo(stored, stored.recorded_id))
+        return self._add(result.model_copy(update={"photo_key": stored.key}))
+
+    def _add(self, result: Result) -> tuple[Result, bool]:
+        if not self.store.add(result):  # the same photo, stored meanwhile (a concurrent request or the nightly)
             existing = self.store.get(result.id)
             return (existing or result), False
         return result, True
@@ -199,6 +221,16 @@ def _decode_base64(text: str, settings: Settings) -> bytes:
         return binascii.a2b_base64(text.encode("ascii"), strict_mode=True)
     except (binascii.Error, ValueError) as exc:
         raise InvalidRequestError("image_base64 is not valid base64") from exc
+
+
+def _file_type(data: bytes) -> tuple[str, str]:
+    """A kept photo's file extension and media type, from its magic bytes (it was decoded, so they are known)."""
+    from refund_sorter.vision.images import sniff_format
+
+    fmt = (sniff_format(data[:16]) or "").lower()
+    if not fmt:
+        return "bin", "application/octet-stream"
+    return {"jpeg": "jpg"}.get(fmt, fmt), f"image/{fmt}"
 
 
 @cache

@@ -2,7 +2,12 @@
 
 Safe to run twice at once or to stop half-way: a photo's Result id derives from bucket, key and ETag, the
 write is conditional, and a photo leaves ``incoming/`` only after its Result is stored. So a run that is
-cut short, or a photo whose read failed transiently, is simply picked up by the next run.
+cut short, or a photo whose read failed transiently (or whose "already done?" lookup failed), is simply
+picked up by the next run.
+
+A photo is moved in three steps, so that its Result always names a copy that exists: copy it to
+``processed/`` or ``failed/`` (the copy's metadata names the Result), store the Result saying where the photo
+is now, delete the original.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+from refund_sorter.errors import StorageError
 from refund_sorter.jobs.report import BatchReport
 
 if TYPE_CHECKING:
@@ -81,7 +87,11 @@ class _Run:
                 self.report.stopped_early = True
                 logger.warning("time budget nearly spent: stopping; the next run takes the rest")
                 return
-            existing = self.store.get(stored.result_id)
+            try:
+                existing = self.store.get(stored.result_id)
+            except StorageError as exc:  # cannot tell whether it is done: leave it for the next run
+                self._record(None, error=exc, source=self.bucket.uri(stored.key))
+                continue
             if existing is not None:  # classified by a run that stopped before archiving it
                 self._submit(self._archive_classified, stored, existing)
                 continue
@@ -94,8 +104,13 @@ class _Run:
 
     def _store_and_archive(self, stored: StoredPhoto, result: Result) -> None:
         try:
-            added = self.store.add(result)  # False: a concurrent run stored it first; archiving twice is harmless
-            self.bucket.archive(stored, result.error)
+            copy = self.bucket.copy_to_archive(stored, result.id, result.error)
+            if copy is None:  # moved by a concurrent run, which stores its Result, or replaced by a new upload
+                self._record(result, added=False)
+                return
+            # False: a concurrent run stored it first; copying and deleting twice is harmless
+            added = self.store.add(_kept_at(result, copy.key, self.bucket.uri(copy.key)))
+            self.bucket.delete_original(copy)
         except Exception as exc:  # noqa: BLE001 - whatever failed after retries, the photo waits for the next run
             self._record(result, error=exc, source=self.bucket.uri(stored.key))
         else:
@@ -103,7 +118,11 @@ class _Run:
 
     def _archive_classified(self, stored: StoredPhoto, existing: Result) -> None:
         try:
-            self.bucket.archive(stored, existing.error)
+            copy = self.bucket.copy_to_archive(stored, existing.id, existing.error)
+            if copy is not None:
+                if existing.photo_key != copy.key:  # e.g. classified through the API while in incoming/
+                    self.store.relocate(existing.id, copy.key, self.bucket.uri(copy.key))
+                self.bucket.delete_original(copy)
         except Exception as exc:  # noqa: BLE001 - as above
             self._record(existing, error=exc, source=self.bucket.uri(stored.key))
         else:
@@ -123,3 +142,8 @@ class _Run:
                 self.report.already_done += 1  # by an earlier run that stopped before archiving, or a concurrent one
             if self.on_result:
                 self.on_result(self.report, None if error else result)
+
+
+def _kept_at(result: Result, key: str, uri: str) -> Result:
+    """The Result, saying where its photo is kept now."""
+    return result.model_copy(update={"photo_key": key, "source": uri})

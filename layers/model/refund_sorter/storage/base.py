@@ -40,6 +40,22 @@ class ResultStore(ABC):
     def page_by_day(self, day: str, *, limit: int, token: str | None = None) -> tuple[list[Result], str | None]:
         """One page of the day's results and the token for the next page (``None`` at the end)."""
 
+    def relocate(self, result_id: str, photo_key: str, source: str) -> None:
+        """Record that the photo of ``result_id`` is now kept at ``photo_key`` (``source`` its URI).
+
+        Stores with atomic partial updates override this (DynamoDB does): a read-then-replace could undo a
+        review written in between.
+
+        Raises
+        ------
+        NotFoundError
+            No Result with that id.
+        """
+        current = self.get(result_id)
+        if current is None:
+            raise NotFoundError(f"no prediction with id {result_id}")
+        self.replace(current.model_copy(update={"photo_key": photo_key, "source": source}))
+
     def review(self, result_id: str, department: str, by: str = "local") -> Result:
         """Record a person's decision; the model's own answer (prediction, confidence) stays as it was."""
         current = self.get(result_id)

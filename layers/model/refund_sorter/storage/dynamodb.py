@@ -11,7 +11,9 @@ import json
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from refund_sorter.errors import InvalidRequestError, StorageError
+from botocore.exceptions import BotoCoreError, ClientError
+
+from refund_sorter.errors import InvalidRequestError, NotFoundError, StorageError
 from refund_sorter.results import Result
 from refund_sorter.storage.base import ResultStore
 
@@ -69,7 +71,7 @@ class DynamoResultStore(ResultStore):
         try:
             for page in pages:
                 yield from (self._from_item(item) for item in page["Items"])
-        except self.client.exceptions.ClientError as exc:
+        except (ClientError, BotoCoreError) as exc:
             raise StorageError(f"could not list results of {day}: {exc}") from exc
 
     def replace(self, result: Result) -> None:
@@ -78,13 +80,29 @@ class DynamoResultStore(ResultStore):
         except Exception as exc:
             raise StorageError(f"could not store result {result.id}: {exc}") from exc
 
+    def relocate(self, result_id: str, photo_key: str, source: str) -> None:
+        # Only these two attributes: a person's review written meanwhile stays as it is.
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key={"id": {"S": result_id}},
+                UpdateExpression="SET #photo_key = :photo_key, #source = :source",
+                ConditionExpression="attribute_exists(id)",
+                ExpressionAttributeNames={"#photo_key": "photo_key", "#source": "source"},
+                ExpressionAttributeValues={":photo_key": {"S": photo_key}, ":source": {"S": source}},
+            )
+        except self.client.exceptions.ConditionalCheckFailedException as exc:
+            raise NotFoundError(f"no prediction with id {result_id}") from exc
+        except Exception as exc:
+            raise StorageError(f"could not record where the photo of {result_id} is: {exc}") from exc
+
     def page_by_day(self, day: str, *, limit: int, token: str | None = None) -> tuple[list[Result], str | None]:
         query = self._by_day_query(day) | {"Limit": limit}
         if token:
             query["ExclusiveStartKey"] = _decode_token(token, day)
         try:
             reply = self.client.query(**query)
-        except self.client.exceptions.ClientError as exc:
+        except (ClientError, BotoCoreError) as exc:
             raise StorageError(f"could not list results of {day}: {exc}") from exc
         last = reply.get("LastEvaluatedKey")
         return [self._from_item(item) for item in reply["Items"]], (_encode_token(last) if last else None)

@@ -1,0 +1,213 @@
+"""Least privilege, derived from the code: each function's policies grant exactly what its AWS calls need.
+
+Each function's handler runs through scenarios that take every path that touches AWS (on the moto server, with
+the template's environment, as ``sam local invoke`` would). Every AWS call made meanwhile is recorded —
+Powertools' own calls included — and turned into the IAM permissions it needs (``permissions.needed``). The
+test fails on a permission the template lacks (a new call without a policy) and on one no call needed (a
+policy without a call). So that "no call needed it" cannot simply mean "no scenario ran it", every AWS call in
+the runtime's source must have been made by some scenario: a new call fails until a scenario exercises it.
+
+What this cannot see: a call that an existing scenario of one function exercises but that another function
+reaches too without a scenario of its own. Give each function the scenarios of the paths it runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.request
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from refund_sorter.config import get_settings
+from refund_sorter.jobs.stored import classify_stored
+from refund_sorter.storage.clients import reset_clients
+from refund_sorter.vision.sorter import Sorter
+from refund_sorter_cli.local_stack import create_resources, function_environment, invoke, make_api_app
+from refund_sorter_cli.samples import photo_bytes
+from refund_sorter_cli.template import Template
+from tests.infrastructure.permissions import (
+    AwsCall,
+    CallRecorder,
+    Permission,
+    aws_call_sites,
+    granted,
+    needed,
+)
+from tests.integration.conftest import LocalAws
+
+EVENTS = Path(__file__).resolve().parents[2] / "events"
+CORRUPT_JPEG = b"\xff\xd8\xff\xe0 truncated"
+
+
+def _event(name: str) -> dict[str, Any]:
+    return json.loads((EVENTS / name).read_text(encoding="utf-8"))
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+# ------------------------------------------------------------------------------------------------ scenarios
+
+
+def _api_client(aws: LocalAws) -> Any:
+    from werkzeug.test import Client
+
+    from refund_sorter.api.service import get_service
+
+    get_service.cache_clear()  # the service holds the store and bucket of the stack it was first made for
+    return Client(make_api_app(aws.template))
+
+
+def _answer(response: Any, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.get_data(as_text=True)
+    return response.get_json() if response.is_json else {}
+
+
+def predict_scenarios(aws: LocalAws, recorder: CallRecorder, sorter: Sorter, patch: pytest.MonkeyPatch) -> None:
+    """Every route, and every way a photo can be named, as a client would send them."""
+    aws.put_photo("incoming/fresh.png", photo_bytes("skimage/coffee"))
+    aws.put_photo("incoming/moved.png", photo_bytes("skimage/chelsea"))
+    aws.put_photo("incoming/broken.jpg", CORRUPT_JPEG)
+    # the nightly job's part (not recorded): moved.png to processed/, broken.jpg to failed/
+    done = classify_stored(sorter, aws.store, aws.bucket, [aws.bucket.head(k) for k in aws.keys("incoming/m")])
+    done = classify_stored(sorter, aws.store, aws.bucket, [aws.bucket.head(k) for k in aws.keys("incoming/b")])
+    assert done.failed == 1
+    api = _api_client(aws)
+    today = datetime.now(UTC).date().isoformat()
+    with recorder.recording("PredictFunction"):
+        created = _answer(api.post("/predictions", json={"s3_key": "incoming/fresh.png"}), 201)
+        _answer(api.post("/predictions", json={"s3_key": "incoming/moved.png"}), 200)  # found in processed/
+        _answer(api.post("/predictions", json={"s3_key": "failed/broken.jpg"}), 200)
+        _answer(api.post("/predictions", json={"s3_key": "incoming/never-was.png"}), 404)
+        sent = _answer(api.post("/predictions", json={"image_base64": _b64(photo_bytes("skimage/astronaut"))}), 201)
+        _answer(api.post("/predictions", json={"s3_key": sent["photo_key"]}), 200)
+        _answer(api.get(f"/predictions/{created['id']}"), 200)
+        _answer(api.get(f"/predictions?date={today}"), 200)
+        _answer(api.patch(f"/predictions/{created['id']}", json={"category": "home_kitchen"}), 200)
+        _answer(api.get(f"/exports/{today}"), 200)
+        with patch.context() as small:
+            small.setattr("refund_sorter.api.service.INLINE_EXPORT_BYTES", 0)
+            _answer(api.get(f"/exports/{today}"), 303)  # stored, and handed out as a presigned link
+        retried = {"json": {"image_base64": _b64(photo_bytes("sklearn/china"))}, "headers": {"Idempotency-Key": "a"}}
+        first = _answer(api.post("/predictions", **retried), 201)
+        assert _answer(api.post("/predictions", **retried), 201)["id"] == first["id"]  # the first answer, replayed
+        refused = {"json": {"image_base64": _b64(CORRUPT_JPEG)}, "headers": {"Idempotency-Key": "b"}}
+        _answer(api.post("/predictions", **refused), 422)  # Powertools deletes its record of a failed request
+        for path in ("/health", "/departments", "/swagger?format=json"):
+            _answer(api.get(path), 200)
+
+
+def _three_kinds_of_photo(aws: LocalAws) -> list[str]:
+    """A new photo, a corrupt one, and one the API classified already (so the job only moves it)."""
+    aws.put_photo("incoming/fresh.png", photo_bytes("skimage/coffee"))
+    aws.put_photo("incoming/broken.jpg", CORRUPT_JPEG)
+    aws.put_photo("incoming/by-api.png", photo_bytes("skimage/chelsea"))
+    _answer(_api_client(aws).post("/predictions", json={"s3_key": "incoming/by-api.png"}), 201)
+    return aws.keys("incoming/")
+
+
+def batch_scenarios(aws: LocalAws, recorder: CallRecorder, sorter: Sorter, patch: pytest.MonkeyPatch) -> None:
+    _three_kinds_of_photo(aws)
+    with recorder.recording("BatchFunction"):
+        report = invoke(aws.template, "BatchFunction", _event("schedule.json"))
+    assert (report["processed"], report["failed"], report["already_done"], report["deferred"]) == (2, 1, 1, 0)
+
+
+def upload_scenarios(aws: LocalAws, recorder: CallRecorder, sorter: Sorter, patch: pytest.MonkeyPatch) -> None:
+    keys = _three_kinds_of_photo(aws)
+    event = _event("s3-object-created.json")
+    (record,) = event["Records"]
+    event["Records"] = [
+        record | {"s3": record["s3"] | {"object": record["s3"]["object"] | {"key": key}}}
+        for key in [*keys, "incoming/gone-already.png"]
+    ]
+    with recorder.recording("OnUploadFunction"):
+        report = invoke(aws.template, "OnUploadFunction", event)
+    assert (report["processed"], report["failed"], report["already_done"], report["deferred"]) == (2, 1, 1, 0)
+
+
+Scenarios = Callable[[LocalAws, CallRecorder, Sorter, pytest.MonkeyPatch], None]
+SCENARIOS: dict[str, Scenarios] = {
+    "PredictFunction": predict_scenarios,
+    "BatchFunction": batch_scenarios,
+    "OnUploadFunction": upload_scenarios,
+}
+
+
+def _fresh_stack(endpoint: str, template: Template, function: str, patch: pytest.MonkeyPatch) -> LocalAws:
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))
+    resources = create_resources(template)
+    for key, value in function_environment(template, function).items():
+        patch.setenv(key, value)
+    get_settings.cache_clear()
+    reset_clients()
+    return LocalAws(endpoint, template, resources, get_settings(), boto3.client("s3"), boto3.client("dynamodb"))
+
+
+@pytest.fixture(scope="module")
+def stack_template() -> Template:
+    return Template()
+
+
+@pytest.fixture(scope="module")
+def recorded(moto_endpoint: str, stack_template: Template, sorter: Sorter) -> Iterator[dict[str, list[AwsCall]]]:
+    """Every function's scenarios, run once, with the AWS calls each made."""
+    from refund_sorter.api.service import get_service
+
+    recorder = CallRecorder()
+    with pytest.MonkeyPatch.context() as patch, recorder.installed():
+        for function, scenarios in SCENARIOS.items():
+            aws = _fresh_stack(moto_endpoint, stack_template, function, patch)
+            scenarios(aws, recorder, sorter, patch)
+    get_service.cache_clear()
+    get_settings.cache_clear()
+    reset_clients()
+    yield recorder.calls
+
+
+# ------------------------------------------------------------------------------------------------ the checks
+
+
+def test_every_function_has_scenarios(stack_template: Template) -> None:
+    assert set(stack_template.resources_of_type("AWS::Serverless::Function")) == set(SCENARIOS)
+
+
+def _needs(calls: list[AwsCall]) -> set[Permission]:
+    return set().union(*(needed(call) for call in calls))
+
+
+@pytest.mark.parametrize("function", sorted(SCENARIOS))
+def test_each_function_is_granted_exactly_what_its_calls_need(
+    recorded: dict[str, list[AwsCall]], stack_template: Template, function: str
+) -> None:
+    needs = _needs(recorded[function])
+    grants = granted(stack_template, function)
+    assert not needs - grants, f"{function} calls AWS without permission for: {sorted(needs - grants)}"
+    assert not grants - needs, f"{function} is granted what none of its calls needs: {sorted(grants - needs)}"
+
+
+@pytest.mark.parametrize("function", ["BatchFunction", "OnUploadFunction"])
+def test_the_jobs_have_no_access_to_the_idempotency_table(stack_template: Template, function: str) -> None:
+    table = stack_template.physical_name("IdempotencyTable")
+    assert not [p for p in granted(stack_template, function) if p[1].endswith(f"table/{table}")]
+
+
+def test_every_aws_call_in_the_code_is_made_by_some_scenario(recorded: dict[str, list[AwsCall]]) -> None:
+    calls = [call for function_calls in recorded.values() for call in function_calls]
+    sites = aws_call_sites()
+    assert len(sites) >= 10, "the scan finds the calls it is meant to find"
+    unexercised = [
+        f"{site.frame.path}:{site.line} {site.frame.qualname} {sorted(site.service_operations)}"
+        for site in sites
+        if not any((c.service, c.operation) in site.service_operations and site.frame in c.frames for c in calls)
+    ]
+    assert not unexercised, "no scenario makes these AWS calls, so no policy is checked against them: " + "; ".join(
+        unexercised
+    )
