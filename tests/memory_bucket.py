@@ -1,8 +1,9 @@
 """An in-memory images bucket, for unit tests of the jobs and the API service (no S3, no moto).
 
 It keeps the real bucket's promises the jobs rely on: a photo is listed under ``incoming/`` until it is
-archived; archiving moves it to ``processed/`` or ``failed/`` (with the reason), and answers ``None`` when the
-photo is already gone; reading a photo that has gone is a ``NotFoundError``.
+archived; archiving copies it to ``processed/`` or ``failed/`` (with the reason and its Result's id) and then
+deletes the original, and answers ``None`` when the photo is already gone; reading a photo that has gone is a
+``NotFoundError``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import IO, TYPE_CHECKING, cast
 
 from refund_sorter.errors import NotFoundError
 from refund_sorter.photos import Photo
-from refund_sorter.storage.bucket import PhotoBucket, StoredPhoto
+from refund_sorter.storage.bucket import RESULT_ID, ArchivedCopy, PhotoBucket, StoredPhoto
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -29,10 +30,13 @@ class MemoryBucket(PhotoBucket):
         self.name = name
         self.settings = settings
         self.objects: dict[str, bytes] = {}
+        self.metadata: dict[str, dict[str, str]] = {}  # key → user metadata (the Result id of archived copies)
         self.errors: dict[str, ResultError] = {}  # failed/ key → the reason archived with it
         self.exports: dict[str, bytes] = {}
         self.unreadable: dict[str, Exception] = {}  # key → what reading it raises (throttling, a network error)
-        self.archive_error: Exception | None = None  # raised by every archive() while set
+        # Raised by every delete_original() while set: the photo is copied and its Result stored, but the
+        # original stays in incoming/ (the step that can fail last).
+        self.archive_error: Exception | None = None
 
     def put(self, key: str, data: bytes) -> None:
         self.objects[key] = data
@@ -42,7 +46,9 @@ class MemoryBucket(PhotoBucket):
 
     def _stored(self, key: str) -> StoredPhoto:
         data = self.objects[key]
-        return StoredPhoto(key, hashlib.md5(data).hexdigest(), len(data))  # what S3 uses as ETag
+        # As PhotoBucket: the metadata's Result id is believed only where we write it, never in incoming/.
+        recorded = None if key.startswith(self.settings.incoming_prefix) else self.metadata.get(key, {}).get(RESULT_ID)
+        return StoredPhoto(key, hashlib.md5(data).hexdigest(), len(data), recorded)  # MD5: what S3 uses as ETag
 
     def incoming(self) -> Iterator[StoredPhoto]:
         for key in self.keys(self.settings.incoming_prefix):
@@ -64,17 +70,28 @@ class MemoryBucket(PhotoBucket):
 
         return Photo(id=result_id or stored.result_id, source=self.uri(stored.key), read=read)
 
-    def archive(self, stored: StoredPhoto, error: ResultError | None = None) -> str | None:
-        if self.archive_error is not None:
-            raise self.archive_error
-        if stored.key not in self.objects:
-            return None
-        relative = stored.key.removeprefix(self.settings.incoming_prefix)
-        target = (self.settings.failed_prefix if error else self.settings.processed_prefix) + relative
-        self.objects[target] = self.objects.pop(stored.key)
+    def copy_to_archive(
+        self, stored: StoredPhoto, result_id: str, error: ResultError | None = None
+    ) -> ArchivedCopy | None:
+        if stored.key not in self.objects or self._stored(stored.key).etag != stored.etag:
+            return None  # moved or replaced since it was listed
+        target = self.archive_key(stored, failed=error is not None)
+        self.objects[target] = self.objects[stored.key]
+        self.metadata[target] = {RESULT_ID: result_id}
         if error is not None:
             self.errors[target] = error
-        return target
+        return ArchivedCopy(stored, target, None)
+
+    def delete_original(self, copy: ArchivedCopy) -> None:
+        if self.archive_error is not None:
+            raise self.archive_error
+        self.objects.pop(copy.original.key, None)
+
+    def put_upload(self, result_id: str, data: bytes, extension: str, content_type: str) -> str:
+        key = f"{self.settings.uploads_prefix}{result_id}.{extension}"
+        self.objects[key] = data
+        self.metadata[key] = {RESULT_ID: result_id}
+        return key
 
     def put_export(self, key: str, body: object, content_type: str = "text/csv; charset=utf-8") -> None:
         self.exports[key] = cast("IO[bytes]", body).read()

@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-from tests.integration.conftest import moto_endpoint  # noqa: F401 - a fixture
+from tests.integration.conftest import local_stack, moto_endpoint  # noqa: F401 - fixtures

@@ -178,10 +178,10 @@ def test_a_refused_photo_is_not_kept(api: str, aws: LocalAws) -> None:
 @pytest.mark.parametrize(
     ("s3_key", "status", "says"),
     [
-        ("s3://someone-elses-bucket/incoming/x.jpg", 400, "someone-elses-bucket"),
-        ("s3://{bucket}", 400, "must name an object"),
-        ("s3://{bucket}/", 400, "must name an object"),
-        ("exports/2026-11-25.csv", 400, "incoming/, processed/, failed/, uploads/"),
+        ("s3://someone-elses-bucket/incoming/x.jpg", 422, "someone-elses-bucket"),
+        ("s3://{bucket}", 422, "must name an object"),
+        ("s3://{bucket}/", 422, "must name an object"),
+        ("exports/2026-11-25.csv", 422, "incoming/, processed/, failed/, uploads/"),
         ("s3://{bucket}/incoming/nope.jpg", 404, "processed/nope.jpg or failed/nope.jpg"),
         ("processed/nope.jpg", 404, "processed/nope.jpg"),
     ],
