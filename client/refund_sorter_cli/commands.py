@@ -34,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     classify = commands.add_parser("classify", help="classify photo files or URLs on this machine (no AWS)")
     classify.add_argument("inputs", nargs="+", metavar="PATH|URL")
     classify.add_argument("--json", action="store_true", help="print one Result JSON per line")
+    classify.add_argument("--head", type=Path, metavar="MODEL_DIR", help="sort with this trained head (train --out)")
     classify.set_defaults(run=_classify)
 
     local = commands.add_parser("local", help="run the embedded stack (moto :5000, API :3000) in the foreground")
@@ -59,14 +60,17 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--aws", action="store_true", help="act on AWS (REFUND_SORTER_BUCKET/TABLE from the stack outputs)"
         )
+    from refund_sorter_cli import training
+
+    training.register(commands)  # train, models
     return parser
 
 
 def _classify(args: argparse.Namespace) -> int:
     from refund_sorter.sources.files import is_url, photo_from_path, photo_from_url
-    from refund_sorter.vision.sorter import get_sorter
+    from refund_sorter_cli.training import sorter_with_head
 
-    sorter = get_sorter()
+    sorter = sorter_with_head(args.head)
     settings = sorter.settings
     photos = [
         photo_from_url(item, settings) if is_url(item) else photo_from_path(Path(item), settings)

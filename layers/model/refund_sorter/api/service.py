@@ -89,10 +89,16 @@ class PredictionService:
             photo = self.bucket.photo(stored)
         else:
             photo = photo_from_bytes(_decode_base64(request.image_base64 or "", self.settings), "upload", new_id)
-        result = self.sorter.classify_one(photo)
+        outcome = self.sorter.sort_one(photo)
+        result = outcome.result
+        assert result is not None  # sort_one raises rather than defer
         if not self.store.add(result):
             existing = self.store.get(result.id)
             return (existing or result), False
+        if self.settings.bucket:  # the features, for training heads (refund_sorter.heads.embeddings)
+            from refund_sorter.heads.embeddings import keep_one
+
+            keep_one(self.bucket, result.id, outcome.embedding)
         return result, True
 
     def predict_once(
@@ -160,10 +166,9 @@ class PredictionService:
         return PredictionPage(date=day, items=items, next_token=token)
 
     def review(self, result_id: str, request: ReviewRequest) -> Result:
-        if request.category not in self.sorter.taxonomy.department_ids:
-            raise InvalidRequestError(
-                f"unknown category {request.category!r}; one of: {', '.join(self.sorter.taxonomy.department_ids)}"
-            )
+        known = [d.id for d in self.sorter.departments()]  # the active head's, else the taxonomy's
+        if request.category not in known:
+            raise InvalidRequestError(f"unknown category {request.category!r}; one of: {', '.join(known)}")
         return self.store.review(result_id, request.category)
 
     def export(self, day: str) -> tuple[str, str | None]:
@@ -180,9 +185,7 @@ class PredictionService:
         return "", self.bucket.presigned_get(key)
 
     def departments(self) -> list[DepartmentOut]:
-        return [
-            DepartmentOut(id=d.id, name=d.name, description=d.description) for d in self.sorter.taxonomy.departments
-        ]
+        return [DepartmentOut(id=d.id, name=d.name, description=d.description) for d in self.sorter.departments()]
 
 
 def _decode_base64(text: str, settings: Settings) -> bytes:
