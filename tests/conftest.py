@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -27,3 +28,16 @@ def sorter() -> Sorter:
 @pytest.fixture
 def settings() -> Settings:
     return Settings()
+
+
+CLOTHING = Path(__file__).parent / "fixtures" / "clothing"  # 4 departments x 12 CC0 photos (see its README)
+
+
+@pytest.fixture(scope="session")
+def clothing_head(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model version trained once per run with ``refund-sorter train`` on the clothing fixtures."""
+    from refund_sorter_cli.commands import main
+
+    out = tmp_path_factory.mktemp("clothing-head") / "version"
+    assert main(["train", str(CLOTHING), "--out", str(out)]) == 0
+    return out

@@ -88,7 +88,7 @@ def fit(
     weights, bias, c_value = fit_weights(features[train_rows], labels[train_rows], seed=seed)
     seconds = time.perf_counter() - started
 
-    created = (now or datetime.now(UTC)).astimezone(UTC)
+    created = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     digest = hashlib.sha256(weights.tobytes() + bias.tobytes() + "\n".join(departments).encode()).hexdigest()
     version = f"{created:%Y%m%dT%H%M%SZ}-{digest[:8]}"
     draft = Head(version, departments, weights, bias, backbone, threshold=1.0, gate=gate)
@@ -217,7 +217,8 @@ def coverage_table(probabilities: np.ndarray, labels: np.ndarray, chosen: float)
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == labels
     rows = []
-    for threshold in sorted({*COVERAGE_THRESHOLDS, min(chosen, 1.0)}):
+    # A chosen threshold above 1 means "never auto-sort": no row for it (the report says so).
+    for threshold in sorted({*COVERAGE_THRESHOLDS, *([chosen] if chosen <= 1.0 else [])}):
         covered = confidence >= threshold
         rows.append(
             {

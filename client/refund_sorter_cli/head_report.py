@@ -32,13 +32,14 @@ def write_report(head: Head, folder: Path) -> Path:
         f"(stratified, never seen in training). {training['model']}, C = {training['C']} chosen by "
         f"{training['cv_folds']}-fold cross-validation; fit in {training['fit_seconds']} s.",
         "",
-        f"**Accuracy {metrics['accuracy']:.1%}.** Photos with confidence ≥ **{head.threshold:.3f}** are sorted "
-        f"automatically (chosen for {head.card['target_precision']:.0%} precision): "
-        f"{metrics['coverage_at_threshold']:.1%} of the held-out photos, "
+        f"**Accuracy {metrics['accuracy']:.1%}.** "
         + (
-            f"{metrics['precision_at_threshold']:.1%} of them right."
+            f"Photos with confidence ≥ **{head.threshold:.3f}** are sorted automatically (chosen for "
+            f"{head.card['target_precision']:.0%} precision): {metrics['coverage_at_threshold']:.1%} of the held-out "
+            f"photos, {metrics['precision_at_threshold']:.1%} of them right."
             if metrics["precision_at_threshold"] is not None
-            else "none of them."
+            else f"No confidence threshold reached {head.card['target_precision']:.0%} precision on the held-out "
+            "photos, so every photo waits for a person: add labelled photos (or reviews) and train again."
         ),
         f"A photo whose ImageNet not-a-product probability is ≥ {head.gate} (an animal, a landscape, a rocket) "
         "waits for a person whatever the head says"
@@ -71,7 +72,7 @@ def write_report(head: Head, folder: Path) -> Path:
     ]
     for row in metrics["coverage"]:
         accuracy = "–" if row["accuracy"] is None else f"{row['accuracy']:.1%}"
-        mark = " ← chosen" if abs(row["threshold"] - min(head.threshold, 1.0)) < 1e-4 else ""
+        mark = " ← chosen" if abs(row["threshold"] - head.threshold) < 1e-6 else ""
         lines.append(f"| {row['threshold']:.3f}{mark} | {row['coverage']:.1%} | {accuracy} |")
     path = folder / REPORT_FILE
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -164,15 +164,16 @@ def train_folder(folder: Path, out: Path, *, seed: int = 0) -> int:
     settings = get_settings()
     files = labelled_files(folder)
     check_counts([d for d, _ in files], settings.min_photos_per_department)  # before minutes of decoding
-    department_of = {str(path): department for department, path in files}
+    sources = [(department, photo_from_path(path, settings)) for department, path in files]
+    department_of = {photo.source: department for department, photo in sources}
     sorter = training_sorter(settings)
     print(f"reading {len(files)} photos of {len(set(department_of.values()))} departments in {folder} …", flush=True)
-    photos, features, not_a_product, failed = embed(sorter, (photo_from_path(p, settings) for _, p in files))
+    photos, features, not_a_product, failed = embed(sorter, (photo for _, photo in sources))
     for result in failed:
         print(f"  skipped {result.source}: {result.error.code if result.error else 'failed'}", file=sys.stderr)
     data = Labelled(features, [department_of[p.source] for p in photos], [p.source for p in photos], not_a_product)
-    sources = {"folder": str(folder), "photos_skipped": len(failed)}
-    return _fit_and_write(data, sorter, settings, out, sources, seed=seed)
+    origin = {"folder": str(folder), "photos_skipped": len(failed)}
+    return _fit_and_write(data, sorter, settings, out, origin, seed=seed)
 
 
 def _fit_and_write(
