@@ -29,8 +29,9 @@ def write_report(head: Head, folder: Path) -> Path:
         "",
         f"Backbone `{head.backbone}`; {len(head.departments)} departments; trained {head.card['created_at']} on "
         f"{training['train_photos']} photos, measured on {training['holdout_photos']} held-out photos "
-        f"(stratified, never seen in training). {training['model']}, C = {training['C']} chosen by "
-        f"{training['cv_folds']}-fold cross-validation; fit in {training['fit_seconds']} s.",
+        f"(stratified, never seen by the head measured). {training['model']}, C = {training['C']} chosen by "
+        f"{training['cv_folds']}-fold cross-validation; the head shipped is refit with it on all "
+        f"{training['photos']} photos; fitting took {training['fit_seconds']} s.",
         "",
         f"**Accuracy {metrics['accuracy']:.1%}.** "
         + (
@@ -117,7 +118,8 @@ def draw_coverage(rows: list[dict[str, Any]], threshold: float, path: Path) -> N
     axes.plot(thresholds, [r["coverage"] for r in rows], marker="o", label="share auto-sorted")
     accurate = [(r["threshold"], r["accuracy"]) for r in rows if r["accuracy"] is not None]
     axes.plot([t for t, _ in accurate], [a for _, a in accurate], marker="s", label="accuracy of those")
-    axes.axvline(min(threshold, 1.0), color="grey", linestyle="--", label=f"chosen threshold {threshold:.3f}")
+    if threshold <= 1.0:  # above 1: no threshold reached the target precision, nothing is auto-sorted
+        axes.axvline(threshold, color="grey", linestyle="--", label=f"chosen threshold {threshold:.3f}")
     axes.set_xlabel("confidence threshold")
     axes.set_ylim(0, 1.02)
     axes.grid(alpha=0.3)

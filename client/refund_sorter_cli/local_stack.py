@@ -38,7 +38,12 @@ API_PORT = int(os.environ.get("REFUND_SORTER_API_PORT", "3000"))
 LOCAL_STAGE = "local"
 API_FUNCTION = "PredictFunction"
 # Only the local stack may fetch URLs on loopback (the demo serves a photo from a throwaway local server).
-LOCAL_ONLY_ENVIRONMENT = {"REFUND_SORTER_ALLOW_PRIVATE_URLS": "true", "POWERTOOLS_TRACE_DISABLED": "true"}
+LOCAL_ONLY_ENVIRONMENT = {
+    "REFUND_SORTER_ALLOW_PRIVATE_URLS": "true",
+    "POWERTOOLS_TRACE_DISABLED": "true",
+    # `refund-sorter models activate` reaches the running local API in seconds (in AWS: 60 s, one read a minute)
+    "REFUND_SORTER_HEAD_POINTER_TTL_SECONDS": "5",
+}
 
 
 def endpoint_url() -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -230,6 +231,8 @@ def train_on_stack(out: Path | None, *, activate: bool, aws: bool, seed: int = 0
     sorter = training_sorter(settings)
     labelled = labelled_from_bucket(sorter, bucket)
     reviewed = reviewed_from_store(DynamoResultStore(settings.table), bucket)
+    if labelled.departments:
+        reviewed = only_departments(reviewed, set(labelled.departments))
     data = Labelled(
         np.concatenate([part.embeddings for part in (labelled, reviewed) if len(part.departments)])
         if len(labelled.departments) + len(reviewed.departments)
@@ -303,6 +306,24 @@ def reviewed_from_store(store: DynamoResultStore, bucket: PhotoBucket) -> Labell
         np.stack([kept[r.id] for r in usable]) if usable else np.zeros((0, 0), np.float16),
         [r.review.department for r in usable if r.review is not None],
         [r.source for r in usable],
+    )
+
+
+def only_departments(data: Labelled, departments: set[str]) -> Labelled:
+    """Reviews naming a department that has labelled photos. The others were made before this shop's
+    departments existed (e.g. the ImageNet taxonomy's ``clothing``): counting them would make departments out
+    of a few photos each, which training would then refuse."""
+    from refund_sorter_cli.fit_head import Labelled
+
+    keep = [i for i, department in enumerate(data.departments) if department in departments]
+    left_out = Counter(d for d in data.departments if d not in departments)
+    if left_out:
+        listed = ", ".join(f"{d} ({n})" for d, n in sorted(left_out.items()))
+        print(f"  left out reviews naming departments without labelled photos: {listed}")
+    return Labelled(
+        data.embeddings[keep] if keep else np.zeros((0, 0), np.float16),
+        [data.departments[i] for i in keep],
+        [data.sources[i] for i in keep],
     )
 
 

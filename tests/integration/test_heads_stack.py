@@ -36,20 +36,26 @@ def hat_photo() -> Path:
 def test_train_on_the_stack_from_labelled_photos_and_reviews(
     aws: LocalAws, sorter: Sorter, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # GIVEN labelled photos in the bucket, and two photos the nightly job classified that a person then reviewed
+    # GIVEN labelled photos in the bucket, and photos the nightly job classified that a person then reviewed:
+    # two hats as "hat", and a shoe as the ImageNet taxonomy's "clothing" (a decision from before the head)
     for department in DEPARTMENTS:
         for photo in sorted((CLOTHING / department).iterdir())[:10]:
             aws.put_photo(f"labelled/{department}/{photo.name}", photo.read_bytes())
-    for photo in sorted((CLOTHING / "hat").iterdir())[10:]:
-        aws.put_photo(f"incoming/{photo.name}", photo.read_bytes())
+    for photo in [*sorted((CLOTHING / "hat").iterdir())[10:], sorted((CLOTHING / "shoes").iterdir())[-1]]:
+        aws.put_photo(f"incoming/{photo.parent.name}-{photo.name}", photo.read_bytes())
     plain = Sorter(aws.settings, sorter.classifier, sorter.taxonomy)  # no head is active yet
     report = run_nightly(plain, aws.store, aws.bucket)
-    assert report.classified + report.needs_review == 2
-    reviewed = [aws.store.review(r.id, "hat", by="tester") for r in aws.store.by_day(report_day(aws))]
+    assert report.classified + report.needs_review == 3
+    reviewed = [
+        aws.store.review(r.id, "hat" if "/hat-" in r.source else "clothing", by="tester")
+        for r in aws.store.by_day(report_day(aws))
+    ]
     # WHEN `refund-sorter train` runs against the stack
     assert main(["train"]) == 0
     out = capsys.readouterr().out
-    # THEN it used 40 labelled photos (decoded once, their features kept) and both reviews (from kept features)
+    # THEN it used 40 labelled photos (decoded once, their features kept) and the two hat reviews (from the
+    # features kept when they were classified); the review naming a department nobody labelled is left out
+    assert "left out reviews naming departments without labelled photos: clothing (1)" in out
     assert "training on 40 labelled photos and 2 reviewed Results" in out
     assert "reading 40 labelled photos not seen before" in out
     versions = list(registry_of(aws).versions())
