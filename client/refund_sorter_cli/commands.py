@@ -89,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     classify.add_argument("inputs", nargs="+", metavar="PATH|DIR|URL")
     classify.add_argument("--json", action="store_true", help="print one Result JSON per line")
+    classify.add_argument("--head", type=Path, metavar="MODEL_DIR", help="sort with this trained head (train --out)")
     classify.set_defaults(run=_classify)
 
     local = commands.add_parser(
@@ -120,6 +121,9 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--aws", action="store_true", help="act on AWS (REFUND_SORTER_BUCKET/TABLE from the stack outputs)"
         )
+    from refund_sorter_cli import training
+
+    training.register(commands)  # train, models
     return parser
 
 
@@ -143,10 +147,10 @@ def _day(text: str) -> str:
 
 def _classify(args: argparse.Namespace) -> int:
     from refund_sorter.errors import ErrorCode, FetchError
-    from refund_sorter.vision.sorter import get_sorter
     from refund_sorter_cli.display import print_results, progress, summary
+    from refund_sorter_cli.training import sorter_with_head
 
-    sorter = get_sorter()
+    sorter = sorter_with_head(args.head)
     photos = _photos_to_classify(args.inputs, sorter.settings)
     results: list[Result] = []
     with progress("classifying", len(photos)) as advance:

@@ -43,7 +43,12 @@ logger = logging.getLogger(__name__)
 LOCAL_STAGE = "local"
 API_FUNCTION = "PredictFunction"
 # Only the local stack may fetch URLs on loopback (the demo serves a photo from a throwaway local server).
-LOCAL_ONLY_ENVIRONMENT = {"REFUND_SORTER_ALLOW_PRIVATE_URLS": "true", "POWERTOOLS_TRACE_DISABLED": "true"}
+LOCAL_ONLY_ENVIRONMENT = {
+    "REFUND_SORTER_ALLOW_PRIVATE_URLS": "true",
+    "POWERTOOLS_TRACE_DISABLED": "true",
+    # `refund-sorter models activate` reaches the running local API in seconds (in AWS: 60 s, one read a minute)
+    "REFUND_SORTER_HEAD_POINTER_TTL_SECONDS": "5",
+}
 
 
 # How a person changes each port: named in the error when the port is taken.

@@ -39,6 +39,7 @@ LOCAL_NAMES = {
     "REFUND_SORTER_BUCKET": "refund-sorter-local-images-123456789012-us-east-1",
     "REFUND_SORTER_TABLE": "refund-sorter-local-results",
     "REFUND_SORTER_IDEMPOTENCY_TABLE": "refund-sorter-local-idempotency",
+    "REFUND_SORTER_MODELS_TABLE": "refund-sorter-local-models",
 }
 
 
@@ -180,7 +181,7 @@ def test_idempotency_table_schema(resources: dict[str, dict[str, Any]]) -> None:
     assert properties["SSESpecification"]["SSEEnabled"] is True
 
 
-@pytest.mark.parametrize("name", ["ResultsTable", "IdempotencyTable"])
+@pytest.mark.parametrize("name", ["ResultsTable", "IdempotencyTable", "ModelsTable"])
 def test_table_definitions_are_literal(resources: dict[str, dict[str, Any]], name: str) -> None:
     # The local stack and the tests pass these properties straight to moto's create_table.
     properties = resources[name]["Properties"]
@@ -188,7 +189,7 @@ def test_table_definitions_are_literal(resources: dict[str, dict[str, Any]], nam
         assert not is_intrinsic(properties.get(key)), f"{name}.{key} must not use intrinsics"
 
 
-@pytest.mark.parametrize("name", ["ResultsTable", "IdempotencyTable"])
+@pytest.mark.parametrize("name", ["ResultsTable", "IdempotencyTable", "ModelsTable"])
 def test_table_defines_exactly_its_key_attributes(resources: dict[str, dict[str, Any]], name: str) -> None:
     # DynamoDB refuses attribute definitions that no key schema uses, and keys that are not defined.
     properties = resources[name]["Properties"]
@@ -197,10 +198,10 @@ def test_table_defines_exactly_its_key_attributes(resources: dict[str, dict[str,
     assert used == set(_attribute_types(properties))
 
 
-def test_the_template_has_one_bucket_and_two_tables(resources: dict[str, dict[str, Any]]) -> None:
+def test_the_template_has_one_bucket_and_three_tables(resources: dict[str, dict[str, Any]]) -> None:
     # The local stack creates every bucket and table it finds: a new one should be a deliberate change.
     assert set(of_type(resources, "AWS::S3::Bucket")) == {"ImagesBucket"}
-    assert set(of_type(resources, "AWS::DynamoDB::Table")) == {"ResultsTable", "IdempotencyTable"}
+    assert set(of_type(resources, "AWS::DynamoDB::Table")) == {"ResultsTable", "IdempotencyTable", "ModelsTable"}
 
 
 # ------------------------------------------------------------------------------------------------ functions

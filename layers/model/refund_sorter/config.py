@@ -55,6 +55,22 @@ class Settings(BaseSettings):
         30.0, ge=0, description="The batch stops taking new photos when less than this much Lambda time remains"
     )
 
+    # Custom departments (refund_sorter.heads): trained heads, the ACTIVE pointer, kept features
+    models_table: str = Field("", description="DynamoDB table with the ACTIVE model pointer; empty = no heads")
+    models_prefix: str = "models/"
+    embeddings_prefix: str = "embeddings/"
+    labelled_prefix: str = "labelled/"
+    head_pointer_ttl_seconds: float = Field(
+        60.0, ge=0, description="How long a running function trusts its read of the ACTIVE model pointer"
+    )
+    target_precision: float = Field(
+        0.98, gt=0, le=1, description="Training picks the auto-sort threshold so auto-sorted photos reach this"
+    )
+    min_photos_per_department: int = Field(10, ge=2, description="Training refuses departments with fewer photos")
+    not_a_product_gate: float = Field(
+        0.5, gt=0, le=1, description="With a head: at or above this ImageNet not-a-product probability, review"
+    )
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

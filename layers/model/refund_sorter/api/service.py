@@ -24,6 +24,7 @@ from refund_sorter.results import Result
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    import numpy as np
     from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
 
     from refund_sorter.api.schemas import ReviewRequest
@@ -87,10 +88,11 @@ class PredictionService:
             data, source = fetch_image(request.url, self.settings).data, request.url
         else:
             data, source = _decode_base64(request.image_base64 or "", self.settings), None
-        result, key = self._classify_and_keep(data, source)
-        return self._add(result.model_copy(update={"photo_key": key, "source": source or self.bucket.uri(key)}))
+        result, embedding, key = self._classify_and_keep(data, source)
+        update = {"photo_key": key, "source": source or self.bucket.uri(key)}
+        return self._add(result.model_copy(update=update), embedding)
 
-    def _classify_and_keep(self, data: bytes, source: str | None) -> tuple[Result, str]:
+    def _classify_and_keep(self, data: bytes, source: str | None) -> tuple[Result, np.ndarray | None, str]:
         """Classify sent bytes, then keep them under ``uploads/``; returns the Result and the kept key.
 
         Kept only once classified: a refused photo gets a 4xx and no Result that could point at it. (Running
@@ -99,8 +101,8 @@ class PredictionService:
         """
         from refund_sorter.sources.files import photo_from_bytes
 
-        result = self.sorter.classify_one(photo_from_bytes(data, source or "upload", uuid.uuid4().hex))
-        return result, self.bucket.put_upload(result.id, data, *_file_type(data))
+        result, embedding = self.sorter.sort_one(photo_from_bytes(data, source or "upload", uuid.uuid4().hex))
+        return result, embedding, self.bucket.put_upload(result.id, data, *_file_type(data))
 
     def _predict_stored(self, reference: str) -> tuple[Result, bool]:
         """The one Result of a photo in the bucket, asked for by any key it has had (``incoming/``,
@@ -110,13 +112,17 @@ class PredictionService:
             existing = self.store.get(result_id)
             if existing is not None:
                 return existing, False
-        result = self.sorter.classify_one(self.bucket.photo(stored, stored.recorded_id))
-        return self._add(result.model_copy(update={"photo_key": stored.key}))
+        result, embedding = self.sorter.sort_one(self.bucket.photo(stored, stored.recorded_id))
+        return self._add(result.model_copy(update={"photo_key": stored.key}), embedding)
 
-    def _add(self, result: Result) -> tuple[Result, bool]:
+    def _add(self, result: Result, embedding: np.ndarray | None = None) -> tuple[Result, bool]:
         if not self.store.add(result):  # the same photo, stored meanwhile (a concurrent request or the nightly)
             existing = self.store.get(result.id)
             return (existing or result), False
+        if self.settings.bucket:  # the features, for training heads (refund_sorter.heads.embeddings)
+            from refund_sorter.heads.embeddings import keep_one
+
+            keep_one(self.bucket, result.id, embedding)
         return result, True
 
     def predict_once(
@@ -184,10 +190,9 @@ class PredictionService:
         return PredictionPage(date=day, items=items, next_token=token)
 
     def review(self, result_id: str, request: ReviewRequest) -> Result:
-        if request.category not in self.sorter.taxonomy.department_ids:
-            raise InvalidRequestError(
-                f"unknown category {request.category!r}; one of: {', '.join(self.sorter.taxonomy.department_ids)}"
-            )
+        known = [d.id for d in self.sorter.departments()]  # the active head's, else the taxonomy's
+        if request.category not in known:
+            raise InvalidRequestError(f"unknown category {request.category!r}; one of: {', '.join(known)}")
         return self.store.review(result_id, request.category)
 
     def export(self, day: str) -> tuple[str, str | None]:
@@ -204,9 +209,7 @@ class PredictionService:
         return "", self.bucket.presigned_get(key)
 
     def departments(self) -> list[DepartmentOut]:
-        return [
-            DepartmentOut(id=d.id, name=d.name, description=d.description) for d in self.sorter.taxonomy.departments
-        ]
+        return [DepartmentOut(id=d.id, name=d.name, description=d.description) for d in self.sorter.departments()]
 
 
 def _decode_base64(text: str, settings: Settings) -> bytes:

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from refund_sorter.errors import StorageError
+from refund_sorter.heads.embeddings import EmbeddingLog
 from refund_sorter.jobs.report import BatchReport
 
 if TYPE_CHECKING:
@@ -68,6 +69,7 @@ class _Run:
         self.lock = threading.Lock()
         self.pending: dict[str, StoredPhoto] = {}
         self.slots = threading.BoundedSemaphore(IO_IN_FLIGHT)  # bounds what waits for storage
+        self.embeddings = EmbeddingLog(bucket)  # the run's features, one S3 object at the end (heads.embeddings)
 
     def over(self, photos: Iterable[StoredPhoto]) -> BatchReport:
         with ThreadPoolExecutor(max_workers=IO_WORKERS, thread_name_prefix="store") as self.io_pool:
@@ -77,7 +79,9 @@ class _Run:
                     error = outcome.transient_error or RuntimeError("no result")
                     self._record(None, error=error, source=outcome.photo.source)
                 else:
+                    self.embeddings.record(outcome.result.id, outcome.embedding)
                     self._submit(self._store_and_archive, stored, outcome.result)
+        self.embeddings.flush()
         return self.report
 
     def _not_yet_classified(self, photos: Iterable[StoredPhoto]) -> Iterator[Photo]:
