@@ -5,9 +5,17 @@ from __future__ import annotations
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 
 from refund_sorter.api.errors import register_error_handlers
-from refund_sorter.api.routes import departments, exports, health, predictions
+from refund_sorter.api.routes import departments, exports, health, page, photos, predictions, review
 
-ROUTERS = (health.router, predictions.router, exports.router, departments.router)
+ROUTERS = (
+    health.router,
+    predictions.router,
+    exports.router,
+    departments.router,
+    review.router,
+    photos.router,
+    page.router,
+)
 
 
 def build_app() -> APIGatewayRestResolver:

@@ -1,9 +1,9 @@
-"""``/predictions``: classify a photo, read Results, and record a person's decision."""
+"""``/predictions``: classify a photo, read Results and the review queue (decisions: :mod:`.review`)."""
 
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import Annotated
+from typing import Annotated, Literal
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import Response, content_types
@@ -12,7 +12,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Que
 from aws_lambda_powertools.metrics import MetricUnit
 
 # Powertools reads route annotations at runtime: these imports are not for type checking only.
-from refund_sorter.api.schemas import DayParam, PredictionPage, PredictionRequest, ReviewRequest  # noqa: TC001
+from refund_sorter.api.schemas import DayParam, PredictionPage, PredictionRequest  # noqa: TC001
 from refund_sorter.api.service import get_service
 from refund_sorter.results import Result  # noqa: TC001
 
@@ -49,15 +49,21 @@ def get_prediction(id: IdParam) -> Result:
     return get_service().get(id)
 
 
-@router.get("/predictions", summary="A day's predictions, oldest first, paged")
+@router.get(
+    "/predictions",
+    summary="A day's predictions, or the review queue (status=needs_review), oldest first, paged",
+    description="With `status=needs_review`: the Results waiting for a person, oldest first across nights "
+    "(`date` and `department` narrow it), and on the first page `counts` of what is left.",
+)
 def list_predictions(
-    date: Annotated[DayParam, Query(description="UTC day, YYYY-MM-DD")],
+    date: Annotated[DayParam | None, Query(description="UTC day, YYYY-MM-DD (optional for the review queue)")] = None,
+    status: Annotated[Literal["needs_review"] | None, Query(description="needs_review: the review queue")] = None,
+    department: Annotated[
+        str | None, Query(min_length=1, max_length=64, description="The queue's predicted department")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     next_token: Annotated[str | None, Query(max_length=2048)] = None,
 ) -> PredictionPage:
-    return get_service().list_day(date, limit, next_token)
-
-
-@router.patch("/predictions/<id>", summary="A person decides the department: status becomes reviewed")
-def review_prediction(id: IdParam, review: ReviewRequest) -> Result:
-    return get_service().review(id, review)
+    return get_service().list_predictions(
+        date=date, status=status, department=department, limit=limit, next_token=next_token
+    )
