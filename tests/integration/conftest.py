@@ -6,7 +6,7 @@ import socket
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import boto3
 import pytest
@@ -15,10 +15,12 @@ from refund_sorter.config import Settings, get_settings
 from refund_sorter.storage.bucket import PhotoBucket
 from refund_sorter.storage.clients import reset_clients
 from refund_sorter.storage.dynamodb import DynamoResultStore
-from refund_sorter_cli.local_stack import create_resources, function_environment
+from refund_sorter_cli.local_stack import create_resources, function_environment, make_api_app
 from refund_sorter_cli.template import Template
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
 
@@ -128,3 +130,33 @@ def photo_server() -> Iterator[str]:
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+class StartApi(Protocol):
+    def __call__(self, prepare_event: Callable[[dict[str, Any]], None] | None = None) -> str: ...
+
+
+@pytest.fixture
+def start_api(aws: LocalAws) -> Iterator[StartApi]:
+    """Starts the local API (the API Gateway stand-in and the real handler) on 127.0.0.1; returns its URL.
+    ``prepare_event`` adds to each event what API Gateway would (an authorizer's claims, stage variables)."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from refund_sorter.api.service import get_service
+
+    servers = []
+
+    def start(prepare_event: Callable[[dict[str, Any]], None] | None = None) -> str:
+        get_service.cache_clear()  # the service reads the table and bucket names of this test's stack
+        server = make_server("127.0.0.1", 0, make_api_app(aws.template, prepare_event), threaded=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_port}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+    get_service.cache_clear()

@@ -43,7 +43,7 @@ def failed(result_id: str = "f1") -> Result:
         status=Status.FAILED,
         model_version="m1",
         timestamp=T0,
-        error={"code": "corrupt_image", "message": "cut off"},  # type: ignore[arg-type]
+        error={"code": "corrupt_image", "message": "cut off"},
     )
 
 
