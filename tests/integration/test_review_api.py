@@ -279,8 +279,11 @@ def test_the_page_and_its_files_come_from_the_api(api: str, aws: LocalAws) -> No
         assert asset.status_code == 200 and asset.headers["content-type"].startswith(media_type), name
     assert requests.get(f"{api}/review/secrets.txt", timeout=30).status_code == 404
     # nothing on the page comes from elsewhere: every script, style and link is relative to the API
-    for text in [page.text, *(requests.get(f"{api}/review/{n}", timeout=30).text for n in ("review.js", "summary.js"))]:
-        text = text.replace('"http://www.w3.org/2000/svg"', "")  # an XML namespace name, never fetched
+    for source in [
+        page.text,
+        *(requests.get(f"{api}/review/{n}", timeout=30).text for n in ("review.js", "summary.js")),
+    ]:
+        text = source.replace('"http://www.w3.org/2000/svg"', "")  # an XML namespace name, never fetched
         assert "http://" not in text and "https://" not in text
 
 

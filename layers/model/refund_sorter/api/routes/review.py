@@ -12,7 +12,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from refund_sorter.api.identity import caller_name
 from refund_sorter.api.schemas import DayParam, ReviewRequest  # noqa: TC001
 from refund_sorter.api.service import get_service
-from refund_sorter.results import Result  # noqa: TC001
+from refund_sorter.results import Result
 from refund_sorter.summaries import NightSummary  # noqa: TC001
 
 if TYPE_CHECKING:
