@@ -4,7 +4,7 @@ model, with their real thumbnails, copied into a store and bucket as many times 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from functools import cache
+from functools import cache, partial
 from typing import TYPE_CHECKING
 
 from refund_sorter.photos import Photo
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 @cache
 def sample_outcomes() -> tuple[tuple[Result, bytes], ...]:
     """Each sample photo's Result and thumbnail, from the real sorter (once per process)."""
-    photos = [Photo(id=name.replace("/", "-"), source=name, read=lambda n=name: photo_bytes(n)) for name in PHOTOS]
+    photos = [Photo(id=name.replace("/", "-"), source=name, read=partial(photo_bytes, name)) for name in PHOTOS]
     outcomes = get_sorter().classify(photos, thumbnails=True)
     return tuple((o.result, o.thumbnail) for o in outcomes if o.result is not None and o.thumbnail is not None)
 

@@ -164,7 +164,7 @@ def test_a_failed_prediction_is_not_reviewable(api: str, aws: LocalAws) -> None:
         source="upload",
         status=Status.FAILED,
         model_version="m",
-        error={"code": "corrupt_image", "message": "cut off"},  # type: ignore[arg-type]
+        error={"code": "corrupt_image", "message": "cut off"},
     )
     aws.store.add(failed)
     reply = decide(api, failed.id, {"category": "toys_games"})
