@@ -117,6 +117,7 @@ class Outbox {
     this.ops.forEach((op) => delete op.inFlight);
     this.running = false;
     this.failures = 0;
+    this.saved = 0;
   }
 
   persist() {
@@ -150,6 +151,8 @@ class Outbox {
         const result = await send(op);
         this.ops.shift();
         this.failures = 0;
+        this.saved += 1;
+        document.body.dataset.saved = String(this.saved); // how many the API has taken: a signal to tests, too
         for (const later of this.ops) if (later.id === op.id && result) later.revision = result.revision;
         this.persist();
         settled(op, result, null);
@@ -606,7 +609,10 @@ async function start() {
     $("sign-out").addEventListener("click", () => session.signOut());
   }
   document.body.dataset.pending = String(outbox.ops.length);
-  outbox.run(); // decisions left from before a reload or a sign-in
+  // Decisions left from before a reload or a sign-in: send them, and don't show their photos again meanwhile.
+  const lastOp = new Map(outbox.ops.map((op) => [op.id, op.kind]));
+  for (const [id, kind] of lastOp) if (kind === "decide") state.seen.add(id);
+  outbox.run();
   try {
     await Promise.all([refill(true), loadDepartments()]);
   } catch (error) {
