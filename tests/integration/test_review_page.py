@@ -272,7 +272,7 @@ def _unsigned_jwt(claims: dict[str, Any]) -> str:
 class _SignInHandler(BaseHTTPRequestHandler):
     server: FakeSignIn
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: object) -> None:
         """Quiet."""
 
     def do_GET(self) -> None:
@@ -357,7 +357,7 @@ def test_sign_in_with_pkce_then_decisions_are_recorded_under_the_reviewer(
     page: Page, signed_api: tuple[str, list[tuple[str, str | None]]], sign_in: FakeSignIn, aws: LocalAws
 ) -> None:
     api, calls = signed_api
-    first, second = seed_queue(aws.store, aws.bucket, 2)
+    first, _ = seed_queue(aws.store, aws.bucket, 2)
     # WHEN a reviewer opens the page: off to the sign-in service and back with a code
     page.goto(f"{api}/review")
     assert shown(page) == first.id
