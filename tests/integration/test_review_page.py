@@ -20,29 +20,20 @@ import requests
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from refund_sorter.results import Status
+from tests import chromium
 from tests.integration.conftest import LocalAws, StartApi
 from tests.review_data import seed_queue
 
 if TYPE_CHECKING:
     from refund_sorter.results import Result
 
-CHROMIUM = "/usr/bin/chromium"  # Debian's package: Playwright's own browser download cannot work offline
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 PHOTO = "img[data-prediction-id]"
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        launched = chromium.launch(playwright)
         yield launched
         launched.close()
 
@@ -78,6 +69,14 @@ def next_shown(page: Page, previous: str) -> str:
 
 def all_saved(page: Page) -> None:
     page.wait_for_selector("body[data-pending='0']", state="attached")
+
+
+def decide_first_with_1(page: Page, api: str, first: Result) -> None:
+    page.goto(f"{api}/review")
+    assert shown(page) == first.id
+    page.keyboard.press("1")
+    next_shown(page, first.id)
+    all_saved(page)
 
 
 def stored(aws: LocalAws, result_id: str) -> Result:
@@ -141,11 +140,7 @@ def test_a_correction_through_the_chooser(page: Page, api: str, aws: LocalAws) -
 
 def test_undo_brings_the_photo_back_and_keeps_the_trail(page: Page, api: str, aws: LocalAws) -> None:
     first, second, _ = seed_queue(aws.store, aws.bucket, 3)
-    page.goto(f"{api}/review")
-    shown(page)
-    page.keyboard.press("1")
-    next_shown(page, first.id)
-    all_saved(page)
+    decide_first_with_1(page, api, first)
     page.keyboard.press("u")
     assert next_shown(page, second.id) == first.id
     assert page.locator("#done-today").inner_text() == "0"
@@ -216,11 +211,7 @@ def test_with_the_api_down_no_decision_is_lost_even_across_a_reload(page: Page, 
 
 def test_the_night_summary_renders(page: Page, api: str, aws: LocalAws) -> None:
     first, _, _ = seed_queue(aws.store, aws.bucket, 3)
-    page.goto(f"{api}/review")
-    shown(page)
-    page.keyboard.press("1")
-    next_shown(page, first.id)
-    all_saved(page)
+    decide_first_with_1(page, api, first)
     page.keyboard.press("s")
     histogram = page.locator("svg#confidence-histogram")
     histogram.wait_for()

@@ -209,24 +209,24 @@ def _encode_token(key: dict[str, Any]) -> str:
 
 
 def _decode_token(token: str, day: str) -> dict[str, Any]:
-    """A page token back into DynamoDB's start key; a forged or foreign token is the client's mistake."""
-    try:
-        key = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        valid = set(key) == {"id", "day", "timestamp"} and all(set(v) == {"S"} for v in key.values())
-    except (ValueError, TypeError, AttributeError):
-        valid = False
-    if not valid or key["day"]["S"] != day:
-        raise InvalidRequestError("next_token is not a token this listing gave out")
-    return key
+    """A day listing's page token back into DynamoDB's start key."""
+    return _start_key(token, {"id": None, "day": day, "timestamp": None}, "listing")
 
 
 def _decode_queue_token(token: str) -> dict[str, Any]:
-    """A queue page token back into DynamoDB's start key; a forged or foreign one is the client's mistake."""
+    """A queue page token back into DynamoDB's start key."""
+    return _start_key(token, {"id": None, "queue": WAITING, "timestamp": None}, "queue")
+
+
+def _start_key(token: str, expected: dict[str, str | None], listing: str) -> dict[str, Any]:
+    """A page token back into a start key with exactly the ``expected`` string attributes (and, where given,
+    values); a forged or foreign token is the client's mistake."""
     try:
         key = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        valid = set(key) == {"id", "queue", "timestamp"} and all(set(v) == {"S"} for v in key.values())
+        valid = set(key) == set(expected) and all(set(v) == {"S"} for v in key.values())
+        valid = valid and all(value is None or key[name]["S"] == value for name, value in expected.items())
     except (ValueError, TypeError, AttributeError):
         valid = False
-    if not valid or key["queue"]["S"] != WAITING:
-        raise InvalidRequestError("next_token is not a token this queue gave out")
+    if not valid:
+        raise InvalidRequestError(f"next_token is not a token this {listing} gave out")
     return key
