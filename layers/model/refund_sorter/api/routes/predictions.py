@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Query
 from aws_lambda_powertools.metrics import MetricUnit
 
@@ -64,6 +65,9 @@ def list_predictions(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     next_token: Annotated[str | None, Query(max_length=2048)] = None,
 ) -> PredictionPage:
+    if status is None and date is None:  # a missing parameter, answered like every other one (422)
+        missing = "Field required: date, or status=needs_review for the review queue"
+        raise RequestValidationError([{"loc": ("query", "date"), "msg": missing, "type": "missing"}])
     return get_service().list_predictions(
         date=date, status=status, department=department, limit=limit, next_token=next_token
     )
