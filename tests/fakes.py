@@ -7,7 +7,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from refund_sorter.results import Status
-from refund_sorter.storage.base import ResultStore
+from refund_sorter.storage.base import REVIEW_FIELDS, ResultStore
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -45,12 +45,12 @@ class MemoryResultStore(ResultStore):
         end = start + limit
         return every[start:end], (str(end) if end < len(every) else None)
 
-    def replace_if(self, result: Result, *, revision: int) -> bool:
+    def save_review(self, result: Result, *, revision: int) -> bool:
         with self._lock:
             stored = self._items.get(result.id)
             if stored is None or stored.revision != revision:
                 return False
-            self._items[result.id] = result
+            self._items[result.id] = stored.model_copy(update={f: getattr(result, f) for f in REVIEW_FIELDS})
             return True
 
     def _queue(self, day: str | None, department: str | None) -> list[Result]:

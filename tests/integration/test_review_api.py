@@ -151,11 +151,32 @@ def test_a_write_over_a_revision_it_did_not_see_is_refused_by_dynamodb(aws: Loca
     assert seen is not None
     store.review(photo.id, "toys_games", "ana")
     # WHEN the first one's write arrives, built on what they saw
-    written = store.replace_if(record_decision(seen, "shoes", "ben"), revision=seen.revision)
+    written = store.save_review(record_decision(seen, "shoes", "ben"), revision=seen.revision)
     # THEN DynamoDB's condition refuses it and ana's decision stands
     assert written is False
     stored = store.get(photo.id)
     assert stored is not None and stored.review is not None and stored.review.by == "ana"
+
+
+def test_a_decision_writes_only_the_review_fields(aws: LocalAws) -> None:
+    # GIVEN a stored item with an attribute this code does not know (written by a newer job, say)
+    (photo,) = seed_queue(aws.store, aws.bucket, 1)
+    key = {"id": {"S": photo.id}}
+    aws.dynamodb.update_item(
+        TableName=aws.settings.table,
+        Key=key,
+        UpdateExpression="SET other_keys = :keys",
+        ExpressionAttributeValues={":keys": {"SS": ["incoming/a.jpg", "processed/a.jpg"]}},
+    )
+    # WHEN a person decides, then undoes
+    aws.store.review(photo.id, "toys_games", "ana")
+    decided = aws.dynamodb.get_item(TableName=aws.settings.table, Key=key)["Item"]
+    aws.store.undo_review(photo.id, "ana")
+    undone = aws.dynamodb.get_item(TableName=aws.settings.table, Key=key)["Item"]
+    # THEN that attribute stays, and the sparse queue attribute follows the status
+    assert decided["other_keys"] == undone["other_keys"] == {"SS": ["incoming/a.jpg", "processed/a.jpg"]}
+    assert "queue" not in decided and decided["status"] == {"S": "reviewed"}
+    assert undone["queue"] == {"S": "needs_review"} and "review" not in undone and "department" not in undone
 
 
 def test_a_failed_prediction_is_not_reviewable(api: str, aws: LocalAws) -> None:

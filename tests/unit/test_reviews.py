@@ -167,7 +167,7 @@ def test_the_store_refuses_a_write_over_a_revision_it_did_not_see() -> None:
     stale = store.get("r1")
     assert stale is not None
     store.review("r1", "toys", "ana")
-    assert store.replace_if(record_decision(stale, "shoes", "ben"), revision=stale.revision) is False
+    assert store.save_review(record_decision(stale, "shoes", "ben"), revision=stale.revision) is False
     kept = store.get("r1")
     assert kept is not None and kept.department == "toys"
 

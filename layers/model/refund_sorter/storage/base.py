@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from refund_sorter.results import Result
 
 
+# What a person's decision (or undo) changes on a Result; everything else is the model's and the jobs'.
+REVIEW_FIELDS = frozenset({"status", "department", "review", "review_history", "revision"})
+
+
 class ResultStore(ABC):
     """Results by id and by day."""
 
@@ -44,9 +48,10 @@ class ResultStore(ABC):
     # ------------------------------------------------------------------ the review loop (refund_sorter.reviews)
 
     @abstractmethod
-    def replace_if(self, result: Result, *, revision: int) -> bool:
-        """Overwrite the stored Result only if it still has ``revision``; ``False`` (nothing written) if it changed
-        or is gone. The one write the review loop makes: a decision never overwrites one it did not see."""
+    def save_review(self, result: Result, *, revision: int) -> bool:
+        """Write ``result``'s review state (:data:`REVIEW_FIELDS`) only if the stored Result is still at
+        ``revision``; ``False`` (nothing written) if it changed or is gone. The one write the review loop makes: a
+        decision never overwrites one it did not see, and never touches what the model or the jobs wrote."""
 
     @abstractmethod
     def page_queue(
@@ -89,7 +94,7 @@ class ResultStore(ABC):
         return current
 
     def _swap(self, current: Result, changed: Result) -> Result:
-        if not self.replace_if(changed, revision=current.revision):
+        if not self.save_review(changed, revision=current.revision):
             raise ReviewError(
                 ErrorCode.REVIEW_CONFLICT, f"prediction {current.id} changed while this decision was being saved"
             )

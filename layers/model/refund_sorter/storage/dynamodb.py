@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from refund_sorter.errors import InvalidRequestError, StorageError
 from refund_sorter.results import Result, Status
-from refund_sorter.storage.base import ResultStore
+from refund_sorter.storage.base import REVIEW_FIELDS, ResultStore
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -95,22 +95,40 @@ class DynamoResultStore(ResultStore):
         last = reply.get("LastEvaluatedKey")
         return [self._from_item(item) for item in reply["Items"]], (_encode_token(last) if last else None)
 
-    def replace_if(self, result: Result, *, revision: int) -> bool:
+    def save_review(self, result: Result, *, revision: int) -> bool:
+        # An update of the review fields only (not a put of the whole item): what the model and the jobs wrote,
+        # including attributes this version of the code does not know, stays as it is.
+        document = json.loads(result.model_dump_json(include=set(REVIEW_FIELDS)), parse_float=Decimal)
+        document["queue"] = WAITING if result.status is Status.NEEDS_REVIEW else None  # in or out of the queue
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {":revision": {"N": str(revision)}}
+        assignments, removals = [], []
+        for index, (field, value) in enumerate(sorted(document.items())):
+            names[f"#f{index}"] = field
+            if value is None:
+                removals.append(f"#f{index}")
+            else:
+                assignments.append(f"#f{index} = :v{index}")
+                values[f":v{index}"] = self._serializer.serialize(value)
+        expression = "SET " + ", ".join(assignments) + (" REMOVE " + ", ".join(removals) if removals else "")
         # Items written before revisions existed have none: they are at revision 0.
+        names["#revision"] = "revision"
         condition = "attribute_exists(id) AND " + (
-            "(attribute_not_exists(revision) OR revision = :revision)" if revision == 0 else "revision = :revision"
+            "(attribute_not_exists(#revision) OR #revision = :revision)" if revision == 0 else "#revision = :revision"
         )
         try:
-            self.client.put_item(
+            self.client.update_item(
                 TableName=self.table,
-                Item=self._to_item(result),
+                Key={"id": {"S": result.id}},
+                UpdateExpression=expression,
                 ConditionExpression=condition,
-                ExpressionAttributeValues={":revision": {"N": str(revision)}},
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
             )
         except self.client.exceptions.ConditionalCheckFailedException:
             return False
         except Exception as exc:
-            raise StorageError(f"could not store result {result.id}: {exc}") from exc
+            raise StorageError(f"could not store the review of {result.id}: {exc}") from exc
         return True
 
     def page_queue(
@@ -192,10 +210,12 @@ class DynamoResultStore(ResultStore):
         return {key: self._serializer.serialize(value) for key, value in document.items()}
 
     def _from_item(self, item: dict[str, Any]) -> Result:
-        document = {key: self._deserializer.deserialize(value) for key, value in item.items()}
-        document.pop("day", None)
-        document.pop("queue", None)
+        # Only the Result's own fields: index keys (day, queue) and attributes a newer version may add stay out.
+        document = {key: self._deserializer.deserialize(value) for key, value in item.items() if key in _FIELDS}
         return Result.model_validate_json(json.dumps(document, default=_decimal_to_number))
+
+
+_FIELDS = frozenset(Result.model_fields)
 
 
 def _decimal_to_number(value: object) -> float | int:
