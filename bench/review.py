@@ -225,7 +225,8 @@ def page_numbers(args: argparse.Namespace) -> dict[str, Any]:
         flat_out = decide_many(page, args.decisions, pause_ms=0)
         page.screenshot(path=str(SCREENSHOT))
         page.keyboard.press("s")
-        page.locator("svg#confidence-histogram").wait_for()
+        # The summary reads the whole night: on moto (its queries are linear scans) that takes a while.
+        page.locator("svg#confidence-histogram").wait_for(timeout=300_000)
         page.screenshot(path=str(SUMMARY_SCREENSHOT))
         page.context.close()
     return {

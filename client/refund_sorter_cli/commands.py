@@ -114,6 +114,7 @@ def _local(args: argparse.Namespace) -> int:
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     print(f"moto (S3, DynamoDB) on {stack.moto_url}; API on {stack.api_url} (Swagger UI at {stack.api_url}/swagger)")
+    print(f"review page: {stack.api_url}/review")
     print(f"export AWS_ENDPOINT_URL={stack.moto_url}   # for the AWS CLI; Ctrl-C stops", flush=True)
     try:
         stopped.wait()

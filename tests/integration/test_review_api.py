@@ -76,6 +76,7 @@ def test_the_queue_is_oldest_first_across_days_paged_filtered_and_counted(api: s
     assert third["next_token"] is None
     assert first["counts"] == {"date": TODAY, "left_today": 4, "done_today": 0, "left": 7}
     assert second["counts"] is None, "counts come with the first page only"
+    assert queue(api, limit=1, counts="false")["counts"] is None, "unless the client does without them"
     # a day, and a predicted department, narrow it
     assert [r["id"] for r in queue(api, date=TODAY)["items"]] == [r.id for r in today]
     department = waiting[0].prediction

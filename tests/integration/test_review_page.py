@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import requests
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from refund_sorter.results import Status
 from tests import chromium
@@ -99,12 +99,13 @@ def test_the_queue_loads_and_key_1_confirms_and_the_next_photo_shows(page: Page,
     assert buttons.count() == len(first.top_departments)
     assert buttons.nth(0).get_attribute("data-department") == first.prediction
     assert page.locator("#hint").inner_text().startswith("Image model: ")
-    assert page.locator("#left-today").inner_text() == "3"
+    expect(page.locator("#left-today")).to_have_text("3")  # counted once the first photo is on screen
     # WHEN they press 1: the model's own prediction
     page.keyboard.press("1")
     # THEN the next photo shows at once and the decision is stored
     assert next_shown(page, first.id) == second.id
-    assert page.locator("#done-today").inner_text() == "1" and page.locator("#left-today").inner_text() == "2"
+    expect(page.locator("#done-today")).to_have_text("1")
+    expect(page.locator("#left-today")).to_have_text("2")
     all_saved(page)
     decided = stored(aws, first.id)
     assert (decided.status, decided.department, decided.prediction) == (
@@ -143,7 +144,7 @@ def test_undo_brings_the_photo_back_and_keeps_the_trail(page: Page, api: str, aw
     decide_first_with_1(page, api, first)
     page.keyboard.press("u")
     assert next_shown(page, second.id) == first.id
-    assert page.locator("#done-today").inner_text() == "0"
+    expect(page.locator("#done-today")).to_have_text("0")
     all_saved(page)
     undone = stored(aws, first.id)
     assert undone.status is Status.NEEDS_REVIEW and undone.review is None

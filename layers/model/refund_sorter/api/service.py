@@ -176,6 +176,7 @@ class PredictionService:
         department: str | None,
         limit: int,
         next_token: str | None,
+        counts: bool = True,
     ) -> PredictionPage:
         """A day's Results (``date``), or the review queue (``status=needs_review``, ``date`` optional)."""
         if status is None:
@@ -184,27 +185,34 @@ class PredictionService:
             if department is not None:
                 raise InvalidRequestError("department filters the review queue: add status=needs_review")
             return self.list_day(date, limit, next_token)
-        return self.queue(date=date, department=department, limit=limit, next_token=next_token)
+        return self.queue(date=date, department=department, limit=limit, next_token=next_token, counts=counts)
 
     def queue(
-        self, *, date: str | None = None, department: str | None = None, limit: int = 50, next_token: str | None = None
+        self,
+        *,
+        date: str | None = None,
+        department: str | None = None,
+        limit: int = 50,
+        next_token: str | None = None,
+        counts: bool = True,
     ) -> PredictionPage:
-        """The ``needs_review`` queue, oldest first across nights; the first page also says how much is left."""
+        """The ``needs_review`` queue, oldest first across nights; the first page also says how much is left
+        (unless ``counts`` is false: the page asks for them once its first photo is on screen)."""
         day = parse_day(date) if date is not None else None
         if department is not None:
             self._check_department(department, "department")
         items, token = self.store.page_queue(limit=limit, token=next_token, day=day, department=department)
-        counts = None
-        if next_token is None:
+        left = None
+        if next_token is None and counts:
             counted = day or self.clock().date().isoformat()
-            counts = QueueCounts(
+            left = QueueCounts(
                 date=counted,
                 left_today=self.store.count_queue(day=counted, department=department),
                 done_today=self.store.count_decided(counted),
                 left=self.store.count_queue(department=department),
             )
         return PredictionPage(
-            date=day, status="needs_review", department=department, items=items, next_token=token, counts=counts
+            date=day, status="needs_review", department=department, items=items, next_token=token, counts=left
         )
 
     def review(self, result_id: str, request: ReviewRequest, by: str = "local") -> Result:

@@ -56,7 +56,8 @@ def get_prediction(id: IdParam) -> Result:
     description="With `status=needs_review`: the Results waiting for a person, oldest first across nights "
     "(`date` and `department` narrow it), and on the first page `counts` of what is left.",
 )
-def list_predictions(
+def list_predictions(  # Powertools passes query parameters by name
+    *,
     date: Annotated[DayParam | None, Query(description="UTC day, YYYY-MM-DD (optional for the review queue)")] = None,
     status: Annotated[Literal["needs_review"] | None, Query(description="needs_review: the review queue")] = None,
     department: Annotated[
@@ -64,10 +65,11 @@ def list_predictions(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     next_token: Annotated[str | None, Query(max_length=2048)] = None,
+    counts: Annotated[bool, Query(description="The queue's first page: say how much is left (costs 3 queries)")] = True,
 ) -> PredictionPage:
     if status is None and date is None:  # a missing parameter, answered like every other one (422)
         missing = "Field required: date, or status=needs_review for the review queue"
         raise RequestValidationError([{"loc": ("query", "date"), "msg": missing, "type": "missing"}])
     return get_service().list_predictions(
-        date=date, status=status, department=department, limit=limit, next_token=next_token
+        date=date, status=status, department=department, limit=limit, next_token=next_token, counts=counts
     )

@@ -248,8 +248,8 @@ async function override(id, department) {
 
 // ------------------------------------------------------------------------------------------------ the queue
 
-function queueQuery(token) {
-  const query = new URLSearchParams({ status: "needs_review", limit: String(PAGE_SIZE) });
+function queueQuery(token, { limit = PAGE_SIZE, counts = false } = {}) {
+  const query = new URLSearchParams({ status: "needs_review", limit: String(limit), counts: String(counts) });
   for (const name of ["date", "department"]) if (filters.get(name)) query.set(name, filters.get(name));
   if (token) query.set("next_token", token);
   return `predictions?${query}`;
@@ -268,12 +268,23 @@ function refill(force = false) {
     }
     state.nextToken = page.next_token;
     state.more = Boolean(page.next_token);
-    if (page.counts) state.counts = page.counts;
-    renderProgress();
   })().finally(() => {
     state.refilling = null;
   });
   return state.refilling;
+}
+
+// How much is left: asked for after the first photo is on screen (counting costs the API three queries).
+async function loadCounts() {
+  try {
+    const page = await api(queueQuery(null, { limit: 1, counts: true }));
+    state.counts = page.counts;
+    // Decisions this page made that the API may not have counted yet.
+    for (const op of outbox.ops) if (op.kind === "decide") adjustCounts(op.day, 1);
+    renderProgress();
+  } catch (error) {
+    showBanner(`How much is left cannot be counted right now: ${error.message}`);
+  }
 }
 
 async function lookAgain() {
@@ -286,6 +297,7 @@ async function lookAgain() {
     return;
   }
   show();
+  loadCounts();
 }
 
 function dropFromQueue(id) {
@@ -434,10 +446,10 @@ function renderProgress() {
   $("progress-bar").value = total ? counts.done_today / total : 1;
 }
 
-function adjustCounts(item, decided) {
+function adjustCounts(day, decided) {
   const counts = state.counts;
   if (!counts) return;
-  if (dayOf(item) === counts.date) {
+  if (day === counts.date) {
     counts.done_today += decided;
     counts.left_today -= decided;
   }
@@ -453,8 +465,8 @@ function decide(department) {
   state.queue.shift();
   state.decisions.push({ id: item.id, item, department, status: "sending" });
   const revision = state.latest.has(item.id) ? state.latest.get(item.id) : item.revision;
-  outbox.push({ kind: "decide", id: item.id, department, revision });
-  adjustCounts(item, 1);
+  outbox.push({ kind: "decide", id: item.id, department, revision, day: dayOf(item) });
+  adjustCounts(dayOf(item), 1);
   show();
 }
 
@@ -479,7 +491,7 @@ function undo() {
     outbox.push({ kind: "undo", id: record.id });
   }
   state.queue.unshift(record.item);
-  adjustCounts(record.item, -1);
+  adjustCounts(dayOf(record.item), -1);
   hideBanner();
   show();
 }
@@ -620,6 +632,8 @@ async function start() {
     return;
   }
   show();
+  const first = state.queue[0] && state.photos.get(state.queue[0].id);
+  (first || Promise.resolve()).finally(loadCounts);
 }
 
 start();
