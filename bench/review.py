@@ -80,10 +80,12 @@ def main() -> int:
     datas = corpus_module.ensure().read_all()
     log(f"thumbnails: {len(datas)} corpus photos, pipeline with and without")
     results["thumbnails"] = thumbnail_cost(sorter, datas)
+    OUT_JSON.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")  # so far, in case a later part fails
     log("thumbnails: the nightly job on moto, with and without")
     with moto_server() as endpoint:
         use_endpoint(endpoint)
         results["nightly"] = nightly_cost(sorter, datas, endpoint, args.nightly_runs)
+    OUT_JSON.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     log(f"review page: {args.queued} queued, {args.loads} loads, 2 × {args.decisions} decisions")
     results["page"] = page_numbers(args)
     results["machine"]["load_average_after"] = os.getloadavg()

@@ -77,6 +77,11 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const nameOf = (department) => state.names.get(department) || department;
 const dayOf = (item) => item.timestamp.slice(0, 10);
 const percent = (value) => `${Math.round(value * 100)} %`;
+// The numbered choices: the model's top departments (Results from before they were kept: its prediction).
+const choicesOf = (item) =>
+  item.top_departments && item.top_departments.length
+    ? item.top_departments.slice(0, 9)
+    : [{ department: item.prediction, confidence: item.confidence }];
 
 // ------------------------------------------------------------------------------------------------ messages
 
@@ -409,7 +414,7 @@ function show() {
 }
 
 function renderItem(item) {
-  const buttons = item.top_departments.slice(0, 9).map((choice, index) => {
+  const buttons = choicesOf(item).map((choice, index) => {
     const button = document.createElement("button");
     button.type = "button";
     button.dataset.department = choice.department;
@@ -472,7 +477,8 @@ function decide(department) {
 
 function choose(index) {
   const item = state.queue[0];
-  if (item && item.top_departments[index]) decide(item.top_departments[index].department);
+  const choice = item && choicesOf(item)[index];
+  if (choice) decide(choice.department);
 }
 
 function undo() {
