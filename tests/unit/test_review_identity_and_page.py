@@ -60,7 +60,7 @@ def test_a_value_cannot_close_the_config_element() -> None:
 
 def test_only_the_pages_own_files_are_served() -> None:
     text, media_type = page.asset("review.js")
-    assert media_type.startswith("text/javascript") and "data-prediction-id" in text
+    assert media_type.startswith("text/javascript") and "dataset.predictionId" in text
     for name in ("../config.py", "review.html", "nope.js"):
         with pytest.raises(NotFoundError):
             page.asset(name)
