@@ -80,6 +80,7 @@ def main() -> int:
     datas = corpus_module.ensure().read_all()
     log(f"thumbnails: {len(datas)} corpus photos, pipeline with and without")
     results["thumbnails"] = thumbnail_cost(sorter, datas)
+    results["thumbnail_cpu"] = thumbnail_cpu(sorter, datas)
     OUT_JSON.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")  # so far, in case a later part fails
     log("thumbnails: the nightly job on moto, with and without")
     with moto_server() as endpoint:
@@ -131,6 +132,42 @@ def thumbnail_cost(sorter: Sorter, datas: list[bytes], runs: int = 3) -> dict[st
         "ms_per_photo_with": round(1000 * with_ / len(datas), 2),
         "extra_percent": round(100 * (with_ / without - 1), 1),
         "runs_seconds": {"without": seconds[False], "with": seconds[True]},
+    }
+
+
+def thumbnail_cpu(sorter: Sorter, datas: list[bytes], rounds: int = 3) -> dict[str, Any]:
+    """CPU time per photo (thread CPU, so other processes on the machine do not count): decoding with and
+    without the thumbnail, interleaved photo by photo, and inference in batches, for the extra's share."""
+    from refund_sorter.vision.images import decode_photo, to_model_input
+
+    limits = {"max_bytes": sorter.settings.max_image_bytes, "max_pixels": sorter.settings.max_image_pixels}
+    side = sorter.settings.thumbnail_side
+    plain: list[float] = []
+    with_thumbnail: list[float] = []
+    crops = []
+    for _ in range(rounds):
+        for data in datas:
+            for sink, thumbnail_side in ((plain, 0), (with_thumbnail, side)):
+                started = time.thread_time()
+                decoded = decode_photo(data, thumbnail_side=thumbnail_side, **limits)
+                sink.append(time.thread_time() - started)
+            if len(crops) < len(datas):
+                crops.append(decoded.crop)
+    batch = sorter.settings.batch_size
+    started = time.process_time()  # onnxruntime's threads are this process's too
+    for _ in range(rounds):
+        for start in range(0, len(crops), batch):
+            sorter.classifier.probabilities(to_model_input(crops[start : start + batch]))
+    inference = (time.process_time() - started) / (rounds * len(crops))
+    decode, extra = statistics.median(plain), statistics.median(with_thumbnail) - statistics.median(plain)
+    return {
+        "what": "CPU time per photo: decode_photo without/with thumbnail (interleaved), inference in batches",
+        "decode_ms": round(1000 * decode, 2),
+        "thumbnail_extra_ms": round(1000 * extra, 2),
+        "inference_ms": round(1000 * inference, 2),
+        "pipeline_ms_without": round(1000 * (decode + inference), 1),
+        "pipeline_ms_with": round(1000 * (decode + inference + extra), 1),
+        "extra_percent_of_pipeline_cpu": round(100 * extra / (decode + inference), 1),
     }
 
 
@@ -221,7 +258,8 @@ def page_numbers(args: argparse.Namespace) -> dict[str, Any]:
         started = time.perf_counter()
         seed_queue(DynamoResultStore(settings.table), PhotoBucket(settings), args.queued)
         log(f"  seeded {args.queued} in {time.perf_counter() - started:.1f} s")
-        loads = [first_photo_ms(browser, api) for _ in range(args.loads)]
+        requests: dict[str, list[float]] = {}
+        loads = [first_photo_ms(browser, api, requests) for _ in range(args.loads)]
         page = open_page(browser, api)
         paced = decide_many(page, args.decisions, pause_ms=args.pause_ms)
         flat_out = decide_many(page, args.decisions, pause_ms=0)
@@ -234,6 +272,9 @@ def page_numbers(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "queued": args.queued,
         "first_photo_ms": {"median": round(statistics.median(loads), 1), "runs": [round(x, 1) for x in loads]},
+        "load_requests_median_ms": {
+            route: round(statistics.median(times), 1) for route, times in sorted(requests.items())
+        },
         "paced": paced | {"pause_ms": args.pause_ms},
         "flat_out": flat_out,
     }
@@ -254,11 +295,26 @@ def wait_until(page: Page, expression: str) -> None:
         page.wait_for_timeout(10)
 
 
-def first_photo_ms(browser: Browser, api: str) -> float:
-    page = open_page(browser, api)
+def first_photo_ms(browser: Browser, api: str, requests: dict[str, list[float]]) -> float:
+    """One fresh load; the time each API request took goes to ``requests``. The load waits for the page's
+    counting (after its first photo) to finish, so the next load starts on an idle API."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.add_init_script(PROBE)
+    page = context.new_page()
+
+    def finished(request: Any) -> None:
+        timing = request.timing
+        route = request.url.split("?", 1)[0].removeprefix(api)
+        route = "/predictions/{id}/photo" if route.endswith("/photo") else route
+        route = route if route.startswith("/") else "S3 (moto): the photo"
+        requests.setdefault(route, []).append(timing["responseEnd"] - timing["requestStart"])
+
+    page.on("requestfinished", finished)
+    page.goto(f"{api}/review")
     wait_until(page, "window.__review.shown.length > 0")
     shown: float = page.evaluate("window.__review.shown[0].at")
-    page.context.close()
+    page.locator("#left-total:not(:text-is('0'))").wait_for(timeout=300_000)
+    context.close()
     return shown
 
 
@@ -295,6 +351,7 @@ def decide_many(page: Page, count: int, *, pause_ms: int) -> dict[str, Any]:
 
 def markdown(results: dict[str, Any], args: argparse.Namespace) -> str:
     thumbnails, nightly, page = results["thumbnails"], results["nightly"], results["page"]
+    cpu = results["thumbnail_cpu"]
     paced, flat = page["paced"], page["flat_out"]
     machine = results["machine"]
     return f"""# Review page and thumbnails (`make bench-review`)
@@ -318,7 +375,9 @@ decoded ahead and the decision goes out through the page's outbox. Ceiling from 
 **{flat["ceiling_per_minute_from_p50"]} decisions per minute** (the person, not the page, is the limit).
 
 Page load → first photo with {page["queued"]} queued: **{page["first_photo_ms"]["median"]} ms** (median of
-{len(page["first_photo_ms"]["runs"])} loads: {page["first_photo_ms"]["runs"]}).
+{len(page["first_photo_ms"]["runs"])} loads: {page["first_photo_ms"]["runs"]}). Where a load's time goes (median
+per request, ms; the local API serves one request at a time, like one Lambda environment, and moto's queries
+scan the whole table): {page["load_requests_median_ms"]}.
 
 ## Thumbnails
 
@@ -328,12 +387,18 @@ already uses, encoded once more (no second decode).
 
 | | without | with | extra |
 |---|---|---|---|
-| pipeline alone (decode + inference), ms per photo | {thumbnails["ms_per_photo_without"]} | \
+| CPU per photo (decode + inference; thread CPU time, not disturbed by other load) | \
+{cpu["pipeline_ms_without"]} ms | {cpu["pipeline_ms_with"]} ms | \
+**{cpu["extra_percent_of_pipeline_cpu"]} %** |
+| pipeline alone (decode + inference), wall ms per photo | {thumbnails["ms_per_photo_without"]} | \
 {thumbnails["ms_per_photo_with"]} | {thumbnails["extra_percent"]} % |
 | nightly job on moto (+ S3 put of the thumbnail), ms per photo | {nightly["ms_per_photo_without"]} | \
 {nightly["ms_per_photo_with"]} | {nightly["extra_percent"]} % |
 
-Medians of alternating runs: pipeline {thumbnails["runs_seconds"]}, nightly {nightly["runs_seconds"]} (seconds).
+The thumbnail costs {cpu["thumbnail_extra_ms"]} ms of CPU on a {cpu["decode_ms"]} ms decode and {cpu["inference_ms"]} ms
+of inference per photo; its S3 put runs on the nightly job's I/O threads, beside inference. The wall-clock rows
+are medians of alternating runs and move with the machine's other load: pipeline {thumbnails["runs_seconds"]},
+nightly {nightly["runs_seconds"]} (seconds).
 """
 
 

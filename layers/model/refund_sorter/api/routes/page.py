@@ -42,7 +42,13 @@ def review_page() -> Response[str]:
     "/review/<asset>",
     summary="One of the review page's files (CSS, JS)",
     responses={
-        200: {"description": "The file", "content": {"text/javascript": {"schema": {"type": "string"}}}},
+        200: {
+            "description": "The file",
+            "content": {
+                "text/javascript": {"schema": {"type": "string"}},
+                "text/css": {"schema": {"type": "string"}},
+            },
+        },
         404: {"description": "No such file"},
     },
 )
