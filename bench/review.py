@@ -33,6 +33,7 @@ from bench.run import free_port, log, moto_server, percentile, use_endpoint
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    import numpy as np
     from playwright.sync_api import Browser, Page
 
     from refund_sorter.vision.sorter import Sorter
@@ -144,7 +145,7 @@ def thumbnail_cpu(sorter: Sorter, datas: list[bytes], rounds: int = 3) -> dict[s
     side = sorter.settings.thumbnail_side
     plain: list[float] = []
     with_thumbnail: list[float] = []
-    crops = []
+    crops: list[np.ndarray] = []
     for _ in range(rounds):
         for data in datas:
             for sink, thumbnail_side in ((plain, 0), (with_thumbnail, side)):
