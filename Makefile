@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup test unit functional integration lint format openapi model model-embeddings accuracy demo fuzz-api memory bench clean
+.PHONY: help setup test unit functional integration lint format openapi model model-embeddings accuracy demo fuzz-api memory bench bench-review clean
 
 include infra/tools.mk
 
@@ -71,6 +71,9 @@ fuzz-api: setup ## schemathesis against the local API: every answer conforms to 
 
 bench: setup ## throughput, latency, cold start, layer size and cost → bench/results.{json,md} (run make build first for the layer)
 	$(BIN)/python -m bench.run
+
+bench-review: setup ## the review page in Chromium (key → next photo, first photo of 1,000 queued), thumbnail size and cost → bench/review.{json,md}, docs/review-page.png
+	$(BIN)/python -m bench.review
 
 memory: setup ## peak RSS of the batch pipeline over 200 phone-sized JPEGs (writes out/memory.json)
 	$(BIN)/python -m tools.memory_check

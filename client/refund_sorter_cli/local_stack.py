@@ -265,8 +265,11 @@ def _as_text(body: bytes) -> str | None:
 MAX_API_BODY = 10 * 1024 * 1024
 
 
-def make_api_app(template: Template) -> Callable[..., Any]:
-    """A WSGI app standing in for API Gateway in front of the predict function."""
+def make_api_app(
+    template: Template, prepare_event: Callable[[dict[str, Any]], None] | None = None
+) -> Callable[..., Any]:
+    """A WSGI app standing in for API Gateway in front of the predict function. ``prepare_event`` may add to each
+    event what API Gateway would in AWS (tests: an authorizer's claims, the stage's variables)."""
     from werkzeug.wrappers import Request, Response
 
     apply_function_environment(template, API_FUNCTION)
@@ -280,6 +283,8 @@ def make_api_app(template: Template) -> Callable[..., Any]:
             message = {"error": {"code": "file_too_large", "message": "request body over API Gateway's 10 MB"}}
             return Response(json.dumps(message), status=413, content_type="application/json")
         event = api_gateway_event(template, request)
+        if prepare_event is not None:
+            prepare_event(event)
         with lock:
             reply = handler(event, LambdaContext(template.physical_name(API_FUNCTION), spec.memory, spec.timeout))
         body = reply.get("body") or ""

@@ -12,7 +12,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import boto3
 import pytest
@@ -21,13 +21,13 @@ from refund_sorter.config import Settings, get_settings
 from refund_sorter.storage.bucket import PhotoBucket
 from refund_sorter.storage.clients import reset_clients
 from refund_sorter.storage.dynamodb import DynamoResultStore
-from refund_sorter_cli.local_stack import create_resources, function_environment
-from refund_sorter_cli.net import free_port
+from refund_sorter_cli.local_stack import create_resources, function_environment, make_api_app
 from refund_sorter_cli.template import Template
 from tests.cli import CLI, clean_environment
 from tests.contract import CONTRACT_FIELDS  # noqa: F401 - re-exported: the API tests take it from here
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -163,21 +163,37 @@ def aws(moto_endpoint: str, template: Template, monkeypatch: pytest.MonkeyPatch)
     )
 
 
+class StartApi(Protocol):
+    def __call__(self, prepare_event: Callable[[dict[str, Any]], None] | None = None) -> str: ...
+
+
 @pytest.fixture
-def api(aws: LocalAws) -> Iterator[str]:
-    """The local API (the real predict handler behind the API Gateway stand-in) on this test's stack."""
+def start_api(aws: LocalAws) -> Iterator[StartApi]:
+    """Starts the local API (the API Gateway stand-in and the real handler) on 127.0.0.1; returns its URL.
+    ``prepare_event`` adds to each event what API Gateway would (an authorizer's claims, stage variables)."""
     import threading
 
     from werkzeug.serving import make_server
 
     from refund_sorter.api.service import get_service
-    from refund_sorter_cli.local_stack import make_api_app
 
-    get_service.cache_clear()  # the service reads the table and bucket names of this test's stack
-    server = make_server("127.0.0.1", free_port(), make_api_app(aws.template), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
+    servers = []
+
+    def start(prepare_event: Callable[[dict[str, Any]], None] | None = None) -> str:
+        get_service.cache_clear()  # the service reads the table and bucket names of this test's stack
+        server = make_server("127.0.0.1", 0, make_api_app(aws.template, prepare_event), threaded=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_port}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
     get_service.cache_clear()
+
+
+@pytest.fixture
+def api(start_api: StartApi) -> str:
+    """The local API (the real predict handler behind the API Gateway stand-in) on this test's stack."""
+    return start_api()

@@ -19,8 +19,9 @@ from refund_sorter.sources.files import photo_from_path
 from refund_sorter.vision.sorter import Sorter, get_sorter
 from refund_sorter_cli.commands import main
 from refund_sorter_cli.local_stack import make_api_app
+from refund_sorter_cli.net import free_port
 from tests.conftest import CLOTHING
-from tests.integration.conftest import LocalAws, free_port
+from tests.integration.conftest import LocalAws
 
 DEPARTMENTS = ["hat", "pants", "shoes", "t-shirt"]
 

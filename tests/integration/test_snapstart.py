@@ -24,7 +24,7 @@ from refund_sorter.api.service import get_service
 from refund_sorter.storage import clients
 from refund_sorter.vision.sorter import get_sorter
 from refund_sorter_cli.local_stack import LambdaContext
-from tests.integration.conftest import free_port
+from refund_sorter_cli.net import free_port
 from tests.odd_images import FORMAT_FIXTURES
 
 if TYPE_CHECKING:

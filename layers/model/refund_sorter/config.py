@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     uploads_prefix: str = Field(
         "uploads/", description="Where the API keeps the photos it was sent or fetched, as <result id>.<ext>"
     )
+    thumbnails_prefix: str = "thumbnails/"
+    thumbnail_side: int = Field(
+        512, ge=0, le=2048, description="Long side of the JPEG thumbnail a reviewer sees; 0 = no thumbnails"
+    )
+    photo_link_seconds: int = Field(900, ge=60, le=3600, description="How long a presigned photo link works")
     endpoint_url: str = Field(
         "", description="AWS endpoint for S3 and DynamoDB (a moto server for `sam local invoke`); empty = AWS"
     )

@@ -35,6 +35,11 @@ class ErrorCode(StrEnum):
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
     REQUEST_IN_PROGRESS = "request_in_progress"
+    # A person's decision (the review loop)
+    REVIEW_CONFLICT = "review_conflict"  # the Result changed since the reviewer saw it: someone decided first
+    NOT_REVIEWABLE = "not_reviewable"  # a failed Result: no prediction, nothing to decide on
+    NOTHING_TO_UNDO = "nothing_to_undo"
+    NOT_YOUR_DECISION = "not_your_decision"  # only the person who decided may take it back
     # Storage and the model: ours, not the client's
     STORAGE_ERROR = "storage_error"
     MODEL_ERROR = "model_error"
@@ -87,3 +92,8 @@ class ConflictError(RefundSorterError):
 
     def __init__(self, message: str) -> None:
         super().__init__(ErrorCode.REQUEST_IN_PROGRESS, message)
+
+
+class ReviewError(RefundSorterError):
+    """A decision that cannot be recorded as asked: someone decided first, a failed Result, an undo of nothing or
+    of someone else's decision. Nothing was written."""

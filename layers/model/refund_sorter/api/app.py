@@ -10,7 +10,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from refund_sorter import __version__
 from refund_sorter.api.errors import refuse_unsupported_media_type, register_error_handlers
 from refund_sorter.api.openapi import complete_document
-from refund_sorter.api.routes import departments, exports, health, predictions
+from refund_sorter.api.routes import departments, exports, health, page, photos, predictions, review
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -18,7 +18,15 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.event_handler.openapi.models import OpenAPI
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-ROUTERS = (health.router, predictions.router, exports.router, departments.router)
+ROUTERS = (
+    health.router,
+    predictions.router,
+    exports.router,
+    departments.router,
+    review.router,
+    photos.router,
+    page.router,
+)
 TITLE = "refund-sorter"
 DESCRIPTION = (
     "Sorts photos of returned items into departments. Every answer that is not a success is "

@@ -73,6 +73,10 @@ STATUS_BY_CODE: dict[ErrorCode, HTTPStatus] = {
     ErrorCode.STORAGE_ERROR: HTTPStatus.SERVICE_UNAVAILABLE,
     ErrorCode.MODEL_ERROR: HTTPStatus.SERVICE_UNAVAILABLE,
     ErrorCode.INTERNAL_ERROR: HTTPStatus.INTERNAL_SERVER_ERROR,
+    ErrorCode.REVIEW_CONFLICT: HTTPStatus.CONFLICT,
+    ErrorCode.NOT_REVIEWABLE: HTTPStatus.CONFLICT,
+    ErrorCode.NOTHING_TO_UNDO: HTTPStatus.CONFLICT,
+    ErrorCode.NOT_YOUR_DECISION: HTTPStatus.FORBIDDEN,
 }
 
 # For a code raised before anyone decided its status above: the kind of error still says whose mistake it is.

@@ -74,15 +74,41 @@ class ErrorBody(BaseModel):
 
 
 class ReviewRequest(BaseModel):
+    """A person's decision: where the item goes."""
+
     model_config = ConfigDict(extra="forbid")
 
-    category: Annotated[str, Field(min_length=1, max_length=64, examples=["shoes"])]
+    category: Annotated[str, Field(min_length=1, max_length=64, examples=["shoes"], description="The department")]
+    revision: int | None = Field(
+        None,
+        ge=0,
+        description="The revision of the prediction you saw. Without it the decision is only taken if nobody has "
+        "decided yet; with it, only if nothing changed since (409 review_conflict otherwise)",
+    )
+
+
+class QueueCounts(BaseModel):
+    """How much of the review queue is left: what the review page's progress shows."""
+
+    date: str = Field(description="The night counted as today (the date filter, or today's UTC date)")
+    left_today: int = Field(description="That night's Results still waiting for a person")
+    done_today: int = Field(description="That night's Results a person decided")
+    left: int = Field(description="Results waiting for a person, all nights")
 
 
 class PredictionPage(BaseModel):
-    date: str
+    date: str | None = Field(None, description="The day listed (optional for the review queue)")
+    status: Literal["needs_review"] | None = Field(None, description="Set for the review queue")
+    department: str | None = Field(None, description="The queue's predicted-department filter, if any")
     items: list[Result]
     next_token: str | None = Field(None, description="Pass as next_token for the next page")
+    counts: QueueCounts | None = Field(None, description="The review queue's first page only")
+
+
+class PhotoLink(BaseModel):
+    url: str = Field(description="A short-lived link to the photo (a presigned S3 GET)")
+    size: Literal["thumbnail", "full"] = Field(description="What the link shows: the thumbnail may fall back to full")
+    expires_in: int = Field(description="Seconds the link works")
 
 
 class DepartmentOut(BaseModel):

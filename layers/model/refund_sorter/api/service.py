@@ -7,8 +7,9 @@ import re
 import uuid
 from functools import cache, cached_property
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-from refund_sorter.api.schemas import DepartmentOut, PredictionPage, PredictionRequest
+from refund_sorter.api.schemas import DepartmentOut, PhotoLink, PredictionPage, PredictionRequest, QueueCounts
 from refund_sorter.config import Settings, get_settings
 from refund_sorter.days import parse_day
 from refund_sorter.errors import (
@@ -19,10 +20,11 @@ from refund_sorter.errors import (
     NotFoundError,
     StorageError,
 )
-from refund_sorter.results import Result
+from refund_sorter.results import Result, utc_now
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from datetime import datetime
 
     import numpy as np
     from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from refund_sorter.api.schemas import ReviewRequest
     from refund_sorter.storage.bucket import PhotoBucket
     from refund_sorter.storage.dynamodb import DynamoResultStore
+    from refund_sorter.summaries import NightSummary
     from refund_sorter.vision.sorter import Sorter
 
 # What a browser's FileReader.readAsDataURL and canvas.toDataURL put before the base64 (RFC 2397).
@@ -52,11 +55,13 @@ class PredictionService:
         sorter: Sorter,
         store: DynamoResultStore | None = None,
         bucket: PhotoBucket | None = None,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.settings = settings
         self.sorter = sorter
         self._store = store
         self._bucket = bucket
+        self.clock = clock
 
     @property
     def store(self) -> DynamoResultStore:
@@ -88,12 +93,15 @@ class PredictionService:
             data, source = fetch_image(request.url, self.settings).data, request.url
         else:
             data, source = _decode_base64(request.image_base64 or "", self.settings), None
-        result, embedding, key = self._classify_and_keep(data, source)
+        result, embedding, thumbnail, key = self._classify_and_keep(data, source)
         update = {"photo_key": key, "source": source or self.bucket.uri(key)}
-        return self._add(result.model_copy(update=update), embedding)
+        return self._add(result.model_copy(update=update), embedding, thumbnail)
 
-    def _classify_and_keep(self, data: bytes, source: str | None) -> tuple[Result, np.ndarray | None, str]:
-        """Classify sent bytes, then keep them under ``uploads/``; returns the Result and the kept key.
+    def _classify_and_keep(
+        self, data: bytes, source: str | None
+    ) -> tuple[Result, np.ndarray | None, bytes | None, str]:
+        """Classify sent bytes, then keep them under ``uploads/``; returns the Result, its features and
+        thumbnail, and the kept key.
 
         Kept only once classified: a refused photo gets a 4xx and no Result that could point at it. (Running
         the PUT alongside the model was measured on moto: no faster there, where moto shares our CPUs, and it
@@ -101,8 +109,10 @@ class PredictionService:
         """
         from refund_sorter.sources.files import photo_from_bytes
 
-        result, embedding = self.sorter.sort_one(photo_from_bytes(data, source or "upload", uuid.uuid4().hex))
-        return result, embedding, self.bucket.put_upload(result.id, data, *_file_type(data))
+        result, embedding, thumbnail = self.sorter.sort_one(
+            photo_from_bytes(data, source or "upload", uuid.uuid4().hex)
+        )
+        return result, embedding, thumbnail, self.bucket.put_upload(result.id, data, *_file_type(data))
 
     def _predict_stored(self, reference: str) -> tuple[Result, bool]:
         """The one Result of a photo in the bucket, asked for by any key it has had (``incoming/``,
@@ -112,10 +122,14 @@ class PredictionService:
             existing = self.store.get(result_id)
             if existing is not None:
                 return existing, False
-        result, embedding = self.sorter.sort_one(self.bucket.photo(stored, stored.recorded_id))
-        return self._add(result.model_copy(update={"photo_key": stored.key}), embedding)
+        result, embedding, thumbnail = self.sorter.sort_one(self.bucket.photo(stored, stored.recorded_id))
+        return self._add(result.model_copy(update={"photo_key": stored.key}), embedding, thumbnail)
 
-    def _add(self, result: Result, embedding: np.ndarray | None = None) -> tuple[Result, bool]:
+    def _add(
+        self, result: Result, embedding: np.ndarray | None = None, thumbnail: bytes | None = None
+    ) -> tuple[Result, bool]:
+        if thumbnail is not None:  # before the Result: a reviewer who sees it can see its photo
+            self.bucket.put_thumbnail(result.id, thumbnail)
         if not self.store.add(result):  # the same photo, stored meanwhile (a concurrent request or the nightly)
             existing = self.store.get(result.id)
             return (existing or result), False
@@ -189,11 +203,113 @@ class PredictionService:
         items, token = self.store.page_by_day(day, limit=limit, token=next_token)
         return PredictionPage(date=day, items=items, next_token=token)
 
-    def review(self, result_id: str, request: ReviewRequest) -> Result:
+    # ------------------------------------------------------------------ the review loop
+
+    def list_predictions(
+        self,
+        *,
+        date: str | None,
+        status: str | None,
+        department: str | None,
+        limit: int,
+        next_token: str | None,
+        counts: bool = True,
+    ) -> PredictionPage:
+        """A day's Results (``date``), or the review queue (``status=needs_review``, ``date`` optional)."""
+        if status is None:
+            if date is None:
+                raise InvalidRequestError("give date=YYYY-MM-DD, or status=needs_review for the review queue")
+            if department is not None:
+                raise InvalidRequestError("department filters the review queue: add status=needs_review")
+            return self.list_day(date, limit, next_token)
+        return self.queue(date=date, department=department, limit=limit, next_token=next_token, counts=counts)
+
+    def queue(
+        self,
+        *,
+        date: str | None = None,
+        department: str | None = None,
+        limit: int = 50,
+        next_token: str | None = None,
+        counts: bool = True,
+    ) -> PredictionPage:
+        """The ``needs_review`` queue, oldest first across nights; the first page also says how much is left
+        (unless ``counts`` is false: the page asks for them once its first photo is on screen)."""
+        day = parse_day(date) if date is not None else None
+        if department is not None:
+            self._check_department(department, "department")
+        items, token = self.store.page_queue(limit=limit, token=next_token, day=day, department=department)
+        left = None
+        if next_token is None and counts:
+            counted = day or self.clock().date().isoformat()
+            left = QueueCounts(
+                date=counted,
+                left_today=self.store.count_queue(day=counted, department=department),
+                done_today=self.store.count_decided(counted),
+                left=self.store.count_queue(department=department),
+            )
+        return PredictionPage(
+            date=day, status="needs_review", department=department, items=items, next_token=token, counts=left
+        )
+
+    def review(self, result_id: str, request: ReviewRequest, by: str = "local") -> Result:
+        """Record a person's decision (a conditional write: see :mod:`refund_sorter.reviews`)."""
+        self._check_department(request.category, "category")
+        self.get(result_id)  # a clear 404 for ids that cannot exist
+        return self.store.review(result_id, request.category, by, revision=request.revision)
+
+    def undo_review(self, result_id: str, by: str = "local", revision: int | None = None) -> Result:
+        """Take back the decision in force; only the person who made it may."""
+        self.get(result_id)
+        return self.store.undo_review(result_id, by, revision=revision)
+
+    def summary(self, day: str) -> NightSummary:
+        from refund_sorter.summaries import summarize
+
+        day = parse_day(day)
+        return summarize(day, self.store.by_day(day))
+
+    def photo_link(self, result_id: str, size: str = "thumbnail") -> PhotoLink:
+        """A short-lived link to the photo a person should look at: its thumbnail, or ``full`` the original
+        wherever it is now. Without a thumbnail, the original; a photo kept only as a thumbnail (sent to the API
+        before originals were kept) gives the thumbnail for both."""
+        result = self.get(result_id)
+        thumbnail = self.bucket.thumbnail_key(result.id)
+        candidates = [thumbnail, *self._original_keys(result)]
+        if size == "full":
+            candidates = [*candidates[1:], thumbnail]
+        for key in candidates:
+            if self.bucket.exists(key):
+                seconds = self.settings.photo_link_seconds
+                return PhotoLink(
+                    url=self.bucket.presigned_get(key, seconds),
+                    size="thumbnail" if key == thumbnail else "full",
+                    expires_in=seconds,
+                )
+        raise NotFoundError(f"no photo is kept for prediction {result_id}")
+
+    def photo_origin(self) -> str:
+        """Where photo links point: the review page's Content-Security-Policy lets images come from there."""
+        parts = urlsplit(self.bucket.presigned_get(self.bucket.thumbnail_key("origin"), 60))
+        return f"{parts.scheme}://{parts.netloc}"
+
+    def _original_keys(self, result: Result) -> list[str]:
+        """Where the original may be: its photo_key, else where the nightly job put it (processed/, failed/)."""
+        keys = [result.photo_key] if result.photo_key else []
+        ours = f"s3://{self.bucket.name}/"
+        if result.source.startswith(ours):
+            key = result.source.removeprefix(ours)
+            keys.append(key)
+            incoming = self.settings.incoming_prefix
+            if key.startswith(incoming):
+                relative = key.removeprefix(incoming)
+                keys += [self.settings.processed_prefix + relative, self.settings.failed_prefix + relative]
+        return list(dict.fromkeys(keys))
+
+    def _check_department(self, department: str, name: str) -> None:
         known = [d.id for d in self.sorter.departments()]  # the active head's, else the taxonomy's
-        if request.category not in known:
-            raise InvalidRequestError(f"unknown category {request.category!r}; one of: {', '.join(known)}")
-        return self.store.review(result_id, request.category)
+        if department not in known:
+            raise InvalidRequestError(f"unknown {name} {department!r}; one of: {', '.join(known)}")
 
     def export(self, day: str) -> tuple[str, str | None]:
         """The day's CSV: its text when small, else ``("", presigned_url)`` to the stored export."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import TYPE_CHECKING
 
 from refund_sorter.errors import StorageError
@@ -73,14 +74,15 @@ class _Run:
 
     def over(self, photos: Iterable[StoredPhoto]) -> BatchReport:
         with ThreadPoolExecutor(max_workers=IO_WORKERS, thread_name_prefix="store") as self.io_pool:
-            for outcome in self.sorter.classify(self._not_yet_classified(photos)):
+            for outcome in self.sorter.classify(self._not_yet_classified(photos), thumbnails=True):
                 stored = self.pending.pop(outcome.photo.id)
                 if outcome.result is None:  # the read failed for a reason that may pass
                     error = outcome.transient_error or RuntimeError("no result")
                     self._record(None, error=error, source=outcome.photo.source)
                 else:
                     self.embeddings.record(outcome.result.id, outcome.embedding)
-                    self._submit(self._store_and_archive, stored, outcome.result)
+                    store = partial(self._store_and_archive, thumbnail=outcome.thumbnail)
+                    self._submit(store, stored, outcome.result)
         self.embeddings.flush()
         return self.report
 
@@ -106,7 +108,9 @@ class _Run:
         self.slots.acquire()
         self.io_pool.submit(work, stored, result).add_done_callback(lambda _: self.slots.release())
 
-    def _store_and_archive(self, stored: StoredPhoto, result: Result) -> None:
+    def _store_and_archive(self, stored: StoredPhoto, result: Result, thumbnail: bytes | None = None) -> None:
+        if thumbnail is not None:  # first, so a stored needs_review Result has its thumbnail when the page asks
+            self._keep_thumbnail(result.id, thumbnail)
         try:
             copy = self.bucket.copy_to_archive(stored, result.id, result.error)
             if copy is None:  # moved by a concurrent run, which stores its Result, or replaced by a new upload
@@ -119,6 +123,12 @@ class _Run:
             self._record(result, error=exc, source=self.bucket.uri(stored.key))
         else:
             self._record(result, added=added)
+
+    def _keep_thumbnail(self, result_id: str, thumbnail: bytes) -> None:
+        try:
+            self.bucket.put_thumbnail(result_id, thumbnail)
+        except Exception as exc:  # noqa: BLE001 - a missing thumbnail only means the page shows the original
+            logger.warning("no thumbnail kept for %s: %r", result_id, exc)
 
     def _archive_classified(self, stored: StoredPhoto, existing: Result) -> None:
         try:

@@ -290,3 +290,33 @@ class PhotoBucket:
         return self.client.generate_presigned_url(
             "get_object", Params={"Bucket": self.name, "Key": key}, ExpiresIn=expires_seconds
         )
+
+    # ------------------------------------------------------------------ what a reviewer looks at
+
+    def thumbnail_key(self, result_id: str) -> str:
+        return f"{self.settings.thumbnails_prefix}{result_id}.jpg"
+
+    def put_thumbnail(self, result_id: str, data: bytes) -> str:
+        """Store a Result's thumbnail (``thumbnails/<id>.jpg``). Its content never changes for that id (the id
+        names one version of one photo), so browsers may keep it as long as they like."""
+        key = self.thumbnail_key(result_id)
+        try:
+            self.client.put_object(
+                Bucket=self.name,
+                Key=key,
+                Body=data,
+                ContentType="image/jpeg",
+                CacheControl="private, max-age=31536000, immutable",
+            )
+        except self.client.exceptions.ClientError as exc:
+            raise StorageError(f"could not store {self.uri(key)}: {exc}") from exc
+        return key
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.name, Key=key)
+        except self.client.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                return False
+            raise StorageError(f"could not look for {self.uri(key)}: {exc}") from exc
+        return True

@@ -35,6 +35,8 @@ from refund_sorter.vision.taxonomy import Department, Taxonomy
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
+    from refund_sorter.vision.images import DecodedPhoto
+
 logger = logging.getLogger(__name__)
 
 # Departments a Result lists as a reviewer's first choices (the review page's keys 1-9).
@@ -52,6 +54,7 @@ class Outcome:
     # The photo's pooled features, float16[1280] (2.5 KB), for training heads (refund_sorter.heads.embeddings);
     # None when the photo failed or the model has no features output.
     embedding: np.ndarray | None = None
+    thumbnail: bytes | None = None  # the reviewer's JPEG, from the decode the model used (classify(thumbnails=True))
 
 
 class Sorter:
@@ -104,23 +107,26 @@ class Sorter:
     def classify_one(self, photo: Photo) -> Result:
         """Classify one photo now (the API). Unlike :meth:`classify`, a photo we cannot read or decode raises
         its :class:`~refund_sorter.errors.RefundSorterError`: the caller answers the client with it."""
-        return self.sort_one(photo)[0]
+        return self.sort_one(photo, thumbnail=False)[0]
 
-    def sort_one(self, photo: Photo) -> tuple[Result, np.ndarray | None]:
-        """:meth:`classify_one`, with the photo's features (to keep, see :mod:`refund_sorter.heads.embeddings`)."""
-        ((result, embedding),) = self._classified([photo], [self._decode(photo.read())])
-        return result, embedding
+    def sort_one(self, photo: Photo, *, thumbnail: bool = True) -> tuple[Result, np.ndarray | None, bytes | None]:
+        """:meth:`classify_one`, with what the API keeps beside the Result: the photo's features (for training
+        heads, :mod:`refund_sorter.heads.embeddings`) and the reviewer's thumbnail, both from the same decode."""
+        decoded = self._decode(photo.read(), thumbnail=thumbnail)
+        ((result, embedding),) = self._classified([photo], [decoded.crop])
+        return result, embedding, decoded.thumbnail
 
-    def classify(self, photos: Iterable[Photo]) -> Iterator[Outcome]:
-        """Classify many photos in batches, yielding one Outcome per photo in input order."""
+    def classify(self, photos: Iterable[Photo], *, thumbnails: bool = False) -> Iterator[Outcome]:
+        """Classify many photos in batches, yielding one Outcome per photo in input order (with its thumbnail when
+        ``thumbnails``: the jobs that store Results keep one for the review page)."""
         batch_size = self.settings.batch_size
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="decode") as pool:
-            in_flight: deque[tuple[Photo, Future[np.ndarray]]] = deque()
+            in_flight: deque[tuple[Photo, Future[DecodedPhoto]]] = deque()
             source = iter(photos)
 
             def top_up() -> None:
                 while len(in_flight) < 2 * batch_size and (photo := next(source, None)) is not None:
-                    in_flight.append((photo, pool.submit(self._read_and_decode, photo)))
+                    in_flight.append((photo, pool.submit(self._read_and_decode, photo, thumbnails)))
 
             top_up()
             while in_flight:
@@ -128,9 +134,9 @@ class Sorter:
                 top_up()  # keep the workers busy while this chunk runs through the model
                 yield from self._classify_chunk(chunk)
 
-    def _classify_chunk(self, chunk: list[tuple[Photo, Future[np.ndarray]]]) -> Iterator[Outcome]:
+    def _classify_chunk(self, chunk: list[tuple[Photo, Future[DecodedPhoto]]]) -> Iterator[Outcome]:
         outcomes: list[Outcome | None] = []
-        ready: list[tuple[int, Photo, np.ndarray]] = []
+        ready: list[tuple[int, Photo, DecodedPhoto]] = []
         for photo, future in chunk:
             try:
                 ready.append((len(outcomes), photo, future.result()))
@@ -141,19 +147,24 @@ class Sorter:
                 logger.warning("could not read %s, leaving it for the next run: %r", photo.source, exc)
                 outcomes.append(Outcome(photo, None, exc))
         if ready:
-            results = self._classified([p for _, p, _ in ready], [c for _, _, c in ready])
-            for (position, photo, _), (result, embedding) in zip(ready, results, strict=True):
-                outcomes[position] = Outcome(photo, result, embedding=embedding)
+            results = self._classified([p for _, p, _ in ready], [d.crop for _, _, d in ready])
+            for (position, photo, decoded), (result, embedding) in zip(ready, results, strict=True):
+                outcomes[position] = Outcome(photo, result, embedding=embedding, thumbnail=decoded.thumbnail)
         yield from (o for o in outcomes if o is not None)
 
-    def _read_and_decode(self, photo: Photo) -> np.ndarray:
-        return self._decode(photo.read())
+    def _read_and_decode(self, photo: Photo, thumbnail: bool = False) -> DecodedPhoto:
+        return self._decode(photo.read(), thumbnail)
 
-    def _decode(self, data: bytes) -> np.ndarray:
+    def _decode(self, data: bytes, thumbnail: bool = False) -> DecodedPhoto:
         # Imported on first use (Pillow, ~20 ms): the API's routes that never classify don't pay for it.
-        from refund_sorter.vision.images import load_image
+        from refund_sorter.vision.images import decode_photo
 
-        return load_image(data, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels)
+        return decode_photo(
+            data,
+            max_bytes=self.settings.max_image_bytes,
+            max_pixels=self.settings.max_image_pixels,
+            thumbnail_side=self.settings.thumbnail_side if thumbnail else 0,
+        )
 
     def failed_result(self, photo: Photo, error: RefundSorterError) -> Result:
         """The `failed` Result for a photo we could not read or decode."""

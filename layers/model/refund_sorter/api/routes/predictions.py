@@ -1,13 +1,14 @@
-"""``/predictions``: classify a photo, read Results, and record a person's decision."""
+"""``/predictions``: classify a photo, read Results and the review queue (decisions: :mod:`.review`)."""
 
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import Annotated
+from typing import Annotated, Literal
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Query
 from aws_lambda_powertools.metrics import MetricUnit
 
@@ -15,7 +16,7 @@ from refund_sorter.api.errors import PHOTO_CODES
 from refund_sorter.api.openapi import refusals
 
 # Powertools reads route annotations at runtime: these imports are not for type checking only.
-from refund_sorter.api.schemas import DayParam, PredictionPage, PredictionRequest, ReviewRequest  # noqa: TC001
+from refund_sorter.api.schemas import DayParam, PredictionPage, PredictionRequest  # noqa: TC001
 from refund_sorter.api.service import get_service
 from refund_sorter.errors import ErrorCode
 from refund_sorter.results import Result  # noqa: TC001
@@ -85,23 +86,26 @@ def get_prediction(id: IdParam) -> Result:
 
 @router.get(
     "/predictions",
-    summary="A day's predictions, oldest first, paged",
+    summary="A day's predictions, or the review queue (status=needs_review), oldest first, paged",
+    description="With `status=needs_review`: the Results waiting for a person, oldest first across nights "
+    "(`date` and `department` narrow it), and on the first page `counts` of what is left.",
     operation_id="listPredictions",
-    responses={200: {"description": "One page of the day's Results"}, **refusals(ErrorCode.STORAGE_ERROR)},
+    responses={200: {"description": "One page of Results"}, **refusals(ErrorCode.STORAGE_ERROR)},
 )
-def list_predictions(
-    date: Annotated[DayParam, Query()],
+def list_predictions(  # Powertools passes query parameters by name
+    *,
+    date: Annotated[DayParam | None, Query(description="UTC day, YYYY-MM-DD (optional for the review queue)")] = None,
+    status: Annotated[Literal["needs_review"] | None, Query(description="needs_review: the review queue")] = None,
+    department: Annotated[
+        str | None, Query(min_length=1, max_length=64, description="The queue's predicted department")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     next_token: Annotated[str | None, Query(max_length=2048)] = None,
+    counts: Annotated[bool, Query(description="The queue's first page: say how much is left (costs 3 queries)")] = True,
 ) -> PredictionPage:
-    return get_service().list_day(date, limit, next_token)
-
-
-@router.patch(
-    "/predictions/<id>",
-    summary="A person decides the department: status becomes reviewed",
-    operation_id="reviewPrediction",
-    responses={200: {"description": "The reviewed Result"}, **refusals(ErrorCode.STORAGE_ERROR)},
-)
-def review_prediction(id: IdParam, review: ReviewRequest) -> Result:
-    return get_service().review(id, review)
+    if status is None and date is None:  # a missing parameter, answered like every other one (422)
+        missing = "Field required: date, or status=needs_review for the review queue"
+        raise RequestValidationError([{"loc": ("query", "date"), "msg": missing, "type": "missing"}])
+    return get_service().list_predictions(
+        date=date, status=status, department=department, limit=limit, next_token=next_token, counts=counts
+    )
