@@ -221,10 +221,10 @@ def _stack_settings(aws: bool) -> Settings:
 
 def train_on_stack(out: Path | None, *, activate: bool, aws: bool, seed: int = 0) -> int:
     """Learn from ``labelled/<department>/`` and every reviewed Result; publish the version to the bucket."""
-    from refund_sorter.heads.registry import ModelRegistry
     from refund_sorter.storage.bucket import PhotoBucket
     from refund_sorter.storage.dynamodb import DynamoResultStore
     from refund_sorter_cli.fit_head import Labelled
+    from refund_sorter_cli.model_admin import ModelAdmin
 
     settings = _stack_settings(aws)
     bucket = PhotoBucket(settings)
@@ -245,7 +245,7 @@ def train_on_stack(out: Path | None, *, activate: bool, aws: bool, seed: int = 0
     with tempfile.TemporaryDirectory() as scratch:
         folder = out or Path(scratch)
         _fit_and_write(data, sorter, settings, folder, sources, seed=seed)
-        registry = ModelRegistry(settings, bucket.client)
+        registry = ModelAdmin(settings, bucket.client)
         version = registry.publish(folder)
     print(f"published {bucket.uri(registry.key(version, ''))}")
     if activate:
@@ -258,9 +258,10 @@ def train_on_stack(out: Path | None, *, activate: bool, aws: bool, seed: int = 0
 
 def labelled_from_bucket(sorter: Sorter, bucket: PhotoBucket) -> Labelled:
     """Features of ``labelled/<department>/*``: kept ones from earlier trainings, new ones decoded once."""
-    from refund_sorter.heads.embeddings import LABELLED_FOLDER, EmbeddingLog, load_embeddings
+    from refund_sorter.heads.embeddings import LABELLED_FOLDER, EmbeddingLog
     from refund_sorter.storage.bucket import StoredPhoto
     from refund_sorter_cli.fit_head import Labelled
+    from refund_sorter_cli.model_admin import load_embeddings
 
     prefix = bucket.settings.labelled_prefix
     photos: list[tuple[str, StoredPhoto]] = []
@@ -291,8 +292,9 @@ def labelled_from_bucket(sorter: Sorter, bucket: PhotoBucket) -> Labelled:
 
 def reviewed_from_store(store: DynamoResultStore, bucket: PhotoBucket) -> Labelled:
     """Every reviewed Result as a label (the person's department), with the features kept when it ran."""
-    from refund_sorter.heads.embeddings import RESULTS_FOLDER, load_embeddings
+    from refund_sorter.heads.embeddings import RESULTS_FOLDER
     from refund_sorter_cli.fit_head import Labelled
+    from refund_sorter_cli.model_admin import load_embeddings
 
     reviewed = [r for r in reviewed_results(store) if r.review is not None]
     days = sorted({r.day for r in reviewed})
@@ -343,9 +345,9 @@ def reviewed_results(store: DynamoResultStore) -> Iterable[Result]:
 
 
 def _registry(args: argparse.Namespace) -> Any:
-    from refund_sorter.heads.registry import ModelRegistry
+    from refund_sorter_cli.model_admin import ModelAdmin
 
-    return ModelRegistry(_stack_settings(args.aws))
+    return ModelAdmin(_stack_settings(args.aws))
 
 
 def _models_list(args: argparse.Namespace) -> int:

@@ -27,7 +27,7 @@ import pytest
 from refund_sorter.config import get_settings
 from refund_sorter.jobs.stored import classify_stored
 from refund_sorter.storage.clients import reset_clients
-from refund_sorter.vision.sorter import Sorter
+from refund_sorter.vision.sorter import Sorter, get_sorter
 from refund_sorter_cli.local_stack import create_resources, function_environment, invoke, make_api_app
 from refund_sorter_cli.samples import photo_bytes
 from refund_sorter_cli.template import Template
@@ -70,7 +70,9 @@ def _answer(response: Any, status: int) -> dict[str, Any]:
     return response.get_json() if response.is_json else {}
 
 
-def predict_scenarios(aws: LocalAws, recorder: CallRecorder, sorter: Sorter, patch: pytest.MonkeyPatch) -> None:
+def predict_scenarios(
+    aws: LocalAws, recorder: CallRecorder, sorter: Sorter, patch: pytest.MonkeyPatch, head_folder: Path
+) -> None:
     """Every route, and every way a photo can be named, as a client would send them."""
     aws.put_photo("incoming/fresh.png", photo_bytes("skimage/coffee"))
     aws.put_photo("incoming/moved.png", photo_bytes("skimage/chelsea"))
@@ -102,6 +104,19 @@ def predict_scenarios(aws: LocalAws, recorder: CallRecorder, sorter: Sorter, pat
         _answer(api.post("/predictions", **refused), 422)  # Powertools deletes its record of a failed request
         for path in ("/health", "/departments", "/swagger?format=json"):
             _answer(api.get(path), 200)
+    activate_a_head(aws, head_folder)
+    with recorder.recording("PredictFunction"):
+        _answer(api.get("/departments"), 200)  # the active head's departments
+
+
+def activate_a_head(aws: LocalAws, head_folder: Path) -> None:
+    """Publish and activate a trained head (the CLI's part, not recorded): the functions then read the pointer
+    and the version's files, which their policies must allow."""
+    from refund_sorter_cli.model_admin import ModelAdmin
+
+    admin = ModelAdmin(aws.settings, aws.s3, aws.dynamodb)
+    admin.activate(admin.publish(head_folder))
+    get_sorter().heads.forget()
 
 
 def _three_kinds_of_photo(aws: LocalAws) -> list[str]:
@@ -113,14 +128,22 @@ def _three_kinds_of_photo(aws: LocalAws) -> list[str]:
     return aws.keys("incoming/")
 
 
-def batch_scenarios(aws: LocalAws, recorder: CallRecorder, sorter: Sorter, patch: pytest.MonkeyPatch) -> None:
+def batch_scenarios(
+    aws: LocalAws, recorder: CallRecorder, sorter: Sorter, patch: pytest.MonkeyPatch, head_folder: Path
+) -> None:
     _three_kinds_of_photo(aws)
     with recorder.recording("BatchFunction"):
         report = invoke(aws.template, "BatchFunction", _event("schedule.json"))
     assert (report["processed"], report["failed"], report["already_done"], report["deferred"]) == (2, 1, 1, 0)
+    activate_a_head(aws, head_folder)
+    aws.put_photo("incoming/with-head.png", photo_bytes("skimage/coffee"))
+    with recorder.recording("BatchFunction"):
+        assert invoke(aws.template, "BatchFunction", _event("schedule.json"))["processed"] == 1
 
 
-def upload_scenarios(aws: LocalAws, recorder: CallRecorder, sorter: Sorter, patch: pytest.MonkeyPatch) -> None:
+def upload_scenarios(
+    aws: LocalAws, recorder: CallRecorder, sorter: Sorter, patch: pytest.MonkeyPatch, head_folder: Path
+) -> None:
     keys = _three_kinds_of_photo(aws)
     event = _event("s3-object-created.json")
     (record,) = event["Records"]
@@ -131,9 +154,16 @@ def upload_scenarios(aws: LocalAws, recorder: CallRecorder, sorter: Sorter, patc
     with recorder.recording("OnUploadFunction"):
         report = invoke(aws.template, "OnUploadFunction", event)
     assert (report["processed"], report["failed"], report["already_done"], report["deferred"]) == (2, 1, 1, 0)
+    activate_a_head(aws, head_folder)
+    aws.put_photo("incoming/with-head.png", photo_bytes("skimage/coffee"))
+    event["Records"] = [
+        record | {"s3": record["s3"] | {"object": record["s3"]["object"] | {"key": "incoming/with-head.png"}}}
+    ]
+    with recorder.recording("OnUploadFunction"):
+        assert invoke(aws.template, "OnUploadFunction", event)["processed"] == 1
 
 
-Scenarios = Callable[[LocalAws, CallRecorder, Sorter, pytest.MonkeyPatch], None]
+Scenarios = Callable[[LocalAws, CallRecorder, Sorter, pytest.MonkeyPatch, Path], None]
 SCENARIOS: dict[str, Scenarios] = {
     "PredictFunction": predict_scenarios,
     "BatchFunction": batch_scenarios,
@@ -157,7 +187,9 @@ def stack_template() -> Template:
 
 
 @pytest.fixture(scope="module")
-def recorded(moto_endpoint: str, stack_template: Template, sorter: Sorter) -> Iterator[dict[str, list[AwsCall]]]:
+def recorded(
+    moto_endpoint: str, stack_template: Template, sorter: Sorter, clothing_head: Path
+) -> Iterator[dict[str, list[AwsCall]]]:
     """Every function's scenarios, run once, with the AWS calls each made."""
     from refund_sorter.api.service import get_service
 
@@ -165,7 +197,9 @@ def recorded(moto_endpoint: str, stack_template: Template, sorter: Sorter) -> It
     with pytest.MonkeyPatch.context() as patch, recorder.installed():
         for function, scenarios in SCENARIOS.items():
             aws = _fresh_stack(moto_endpoint, stack_template, function, patch)
-            scenarios(aws, recorder, sorter, patch)
+            get_sorter.cache_clear()  # the function's own Sorter: it reads the active head from this stack
+            scenarios(aws, recorder, sorter, patch, clothing_head)
+    get_sorter.cache_clear()
     get_service.cache_clear()
     get_settings.cache_clear()
     reset_clients()

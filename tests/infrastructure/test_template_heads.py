@@ -22,19 +22,17 @@ def test_every_function_knows_the_models_table(template: dict[str, Any]) -> None
     assert table["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
 
 
-def test_functions_may_only_read_heads_and_keep_features(template: dict[str, Any]) -> None:
-    policy = template["Resources"]["ClassifierHeadsPolicy"]
-    assert policy["Type"] == "AWS::IAM::ManagedPolicy"
-    roles = policy["Properties"]["Roles"]
-    assert {"Ref": "PredictFunctionRole"} in roles and {"Ref": "BatchFunctionRole"} in roles
-    assert {"Fn::If": ["ClassifyOnUploadEnabled", {"Ref": "OnUploadFunctionRole"}, {"Ref": "AWS::NoValue"}]} in roles
-    grants = {
-        statement["Sid"]: (statement["Action"], statement["Resource"])
-        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
-    }
-    assert grants["ReadActiveModelPointer"] == ("dynamodb:GetItem", {"Fn::GetAtt": ["ModelsTable", "Arn"]})
-    action, resource = grants["ReadModelVersions"]
-    assert action == "s3:GetObject" and resource["Fn::Sub"].endswith("/models/*")
-    action, resource = grants["KeepPhotoFeatures"]
-    assert action == "s3:PutObject" and resource["Fn::Sub"].endswith("/embeddings/*")
-    assert set(grants) == {"ReadActiveModelPointer", "ReadModelVersions", "KeepPhotoFeatures"}
+def test_functions_only_read_heads(template: dict[str, Any]) -> None:
+    """Publishing versions and moving the pointer is the CLI's (the user's credentials), never a function's;
+    what each function may do is otherwise derived from its code in test_permissions."""
+    functions = {k: r for k, r in template["Resources"].items() if r["Type"] == "AWS::Serverless::Function"}
+    assert functions
+    for name, function in functions.items():
+        for policy in function["Properties"].get("Policies", []):
+            for statement in policy.get("Statement", []):
+                actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+                resources = str(statement["Resource"])
+                if "ModelsTable" in resources:
+                    assert actions == ["dynamodb:GetItem"] or actions == "dynamodb:GetItem", (name, statement)
+                if "/models/" in resources:
+                    assert set(actions) <= {"s3:GetObject"}, (name, statement)

@@ -21,6 +21,7 @@ from refund_sorter.config import Settings, get_settings
 from refund_sorter.storage.bucket import PhotoBucket
 from refund_sorter.storage.clients import reset_clients
 from refund_sorter.storage.dynamodb import DynamoResultStore
+from refund_sorter.vision.sorter import get_sorter
 from refund_sorter_cli.local_stack import create_resources, function_environment, make_api_app
 from refund_sorter_cli.template import Template
 from tests.cli import CLI, clean_environment
@@ -148,6 +149,8 @@ class LocalAws:
 @pytest.fixture
 def aws(moto_endpoint: str, template: Template, monkeypatch: pytest.MonkeyPatch) -> LocalAws:
     urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST"))
+    if get_sorter.cache_info().currsize:  # a head another test activated is gone with the reset tables: read anew
+        get_sorter().heads.forget()
     resources = create_resources(template)
     for key, value in function_environment(template, "PredictFunction").items():
         monkeypatch.setenv(key, value)

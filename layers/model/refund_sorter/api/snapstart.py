@@ -27,8 +27,10 @@ import io
 import random
 
 from refund_sorter.api.service import get_service
+from refund_sorter.heads.active import FixedHead
 from refund_sorter.photos import Photo
 from refund_sorter.storage.clients import reset_clients
+from refund_sorter.vision.sorter import Sorter, get_sorter
 
 __all__ = ["prepare_snapshot", "refresh_after_restore", "register_snapstart_hooks"]
 
@@ -43,9 +45,12 @@ def prepare_snapshot() -> None:
     """Load the model and run one inference (a before-snapshot hook): the work a restored process then skips."""
     from refund_sorter.vision.images import register_decoders
 
-    service = get_service()
+    sorter = get_service().sorter
     register_decoders()
-    service.sorter.classify_one(Photo(id="snapstart-warm-up", source="snapstart:warm-up", read=_warm_up_jpeg))
+    # Decode and infer without a head: which head is active is read after restore (a DynamoDB client made now
+    # would be in the snapshot, its connections dead in every restored copy).
+    warm_up = Sorter(sorter.settings, classifier=sorter.classifier, taxonomy=sorter.taxonomy, heads=FixedHead(None))
+    warm_up.classify_one(Photo(id="snapstart-warm-up", source="snapstart:warm-up", read=_warm_up_jpeg))
     for module in FIRST_REQUEST_MODULES:
         importlib.import_module(module)
 
@@ -54,6 +59,7 @@ def refresh_after_restore() -> None:
     """Drop network clients, the service holding them, and shared random state (an after-restore hook)."""
     reset_clients()
     get_service.cache_clear()  # rebuilt on the next request around the same Sorter (get_sorter keeps its model)
+    get_sorter().heads.forget()  # the active head is read anew, through the new clients
     random.seed()  # from os.urandom: each restored copy gets its own sequence
 
 

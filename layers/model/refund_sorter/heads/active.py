@@ -35,6 +35,9 @@ class HeadSource(Protocol):
 
     def current(self) -> Head | None: ...
 
+    def forget(self) -> None:
+        """Drop what was read, so the next :meth:`current` reads the pointer again."""
+
 
 class FixedHead:
     """Always the same head: ``refund-sorter classify --head MODEL_DIR`` and the benchmark."""
@@ -44,6 +47,9 @@ class FixedHead:
 
     def current(self) -> Head | None:
         return self.head
+
+    def forget(self) -> None:
+        pass  # nothing was read
 
 
 class ActiveHead:
@@ -83,6 +89,10 @@ class ActiveHead:
                 self._checked_at = now
                 self._refresh()
             return self._head
+
+    def forget(self) -> None:
+        with self._lock:
+            self._head, self._checked_at = None, None
 
     def _refresh(self) -> None:
         try:

@@ -31,10 +31,6 @@ import numpy as np
 from refund_sorter.results import utc_now
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
-
-    from mypy_boto3_s3 import S3Client
-
     from refund_sorter.storage.bucket import PhotoBucket
 
 logger = logging.getLogger(__name__)
@@ -109,18 +105,6 @@ def to_bytes(ids: list[str], embeddings: np.ndarray) -> bytes:
 def from_bytes(data: bytes) -> dict[str, np.ndarray]:
     with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
         return dict(zip(arrays["ids"].tolist(), arrays["embeddings"], strict=True))
-
-
-def load_embeddings(client: S3Client, bucket: str, prefixes: Iterable[str]) -> dict[str, np.ndarray]:
-    """Every kept ``result id → float16 features`` under the given key prefixes (one GET per run file)."""
-    found: dict[str, np.ndarray] = {}
-    paginator = client.get_paginator("list_objects_v2")
-    for prefix in prefixes:
-        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-            for obj in page.get("Contents", []):
-                if obj["Key"].endswith(".npz"):
-                    found |= from_bytes(client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
-    return found
 
 
 def keep_one(bucket: PhotoBucket, result_id: str, embedding: np.ndarray | None) -> str | None:
