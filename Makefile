@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup test unit functional integration lint format openapi model model-embeddings accuracy demo fuzz-api memory bench bench-review clean
+.PHONY: help setup browser test unit functional integration lint format openapi model model-embeddings accuracy demo fuzz-api memory bench bench-review clean
 
 include infra/tools.mk
 
@@ -24,7 +24,14 @@ $(STAMP): pyproject.toml
 	@! $(BIN)/python -c 'import torch' 2>/dev/null || { echo "torch must not be in $(VENV)"; exit 1; }
 	@touch $@
 
-test: setup lint ## lint, then every test (unit and integration on the moto server)
+# The review page's browser tests drive Debian's Chromium (Playwright's own browser download cannot work offline).
+browser: ## Debian's headless Chromium for the browser tests (apt-get; needs root or sudo)
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "the browser tests need Debian's chromium: apt-get install chromium"; exit 1; fi; }
+
+test: setup browser lint ## lint, then every test (unit, functional, integration on the moto server, the browser)
 	$(BIN)/pytest
 
 unit: setup ## the fast tests that need nothing but the package
