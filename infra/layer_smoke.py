@@ -44,7 +44,6 @@ MODULES = (
     "aws_lambda_powertools",
     "aws_lambda_powertools.logging",
     "aws_lambda_powertools.metrics",
-    "aws_lambda_powertools.tracing",  # needs aws_xray_sdk ([tracer] extra)
     "aws_lambda_powertools.event_handler",
     "aws_lambda_powertools.utilities.idempotency",
     "aws_lambda_powertools.utilities.typing",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
+from refund_sorter.errors import NotFoundError
 from refund_sorter.results import Status
 from refund_sorter.storage.base import REVIEW_FIELDS, ResultStore
 
@@ -35,9 +36,12 @@ class MemoryResultStore(ResultStore):
     def by_day(self, day: str) -> Iterator[Result]:
         yield from sorted((r for r in self._items.values() if r.day == day), key=lambda r: r.timestamp)
 
-    def replace(self, result: Result) -> None:
+    def relocate(self, result_id: str, photo_key: str, source: str) -> None:
         with self._lock:
-            self._items[result.id] = result
+            current = self._items.get(result_id)
+            if current is None:
+                raise NotFoundError(f"no prediction with id {result_id}")
+            self._items[result_id] = current.model_copy(update={"photo_key": photo_key, "source": source})
 
     def page_by_day(self, day: str, *, limit: int, token: str | None = None) -> tuple[list[Result], str | None]:
         every = list(self.by_day(day))

@@ -87,6 +87,14 @@ class MemoryBucket(PhotoBucket):
             raise self.archive_error
         self.objects.pop(copy.original.key, None)
 
+    def put_thumbnail(self, result_id: str, data: bytes) -> str:
+        key = self.thumbnail_key(result_id)
+        self.objects[key] = data
+        return key
+
+    def exists(self, key: str) -> bool:
+        return key in self.objects
+
     def put_upload(self, result_id: str, data: bytes, extension: str, content_type: str) -> str:
         key = f"{self.settings.uploads_prefix}{result_id}.{extension}"
         self.objects[key] = data

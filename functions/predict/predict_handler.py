@@ -5,7 +5,7 @@ The routes are per-resource Routers in :mod:`refund_sorter.api.routes`, the erro
 to them.
 
 No Powertools Tracer here: creating it imports the X-Ray SDK, which measured ~0.3–1 s of this function's
-cold start; the function is still traced by Lambda itself (``Tracing: Active``). The nightly batch keeps it.
+cold start; the function is still traced by Lambda itself (``Tracing: Active``). No function uses it.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from PIL import Image
 from refund_sorter.results import Result, Status
 from refund_sorter.reviews import record_decision
 from refund_sorter_cli.local_stack import invoke
-from refund_sorter_cli.samples import photo_bytes
+from refund_sorter_cli.samples import photo_bytes, photo_path
 from tests.integration.conftest import LocalAws, StartApi
 from tests.review_data import seed_queue
 
@@ -101,15 +101,15 @@ def test_a_decision_takes_a_photo_out_of_the_queue_and_an_undo_puts_it_back(api:
 
 
 def test_listing_needs_a_date_or_the_queue(api: str) -> None:
-    for params, code in (({}, 422), ({"date": TODAY, "department": "toys_games"}, 400), ({"status": "failed"}, 422)):
+    for params, code in (({}, 422), ({"date": TODAY, "department": "toys_games"}, 422), ({"status": "failed"}, 422)):
         reply = requests.get(f"{api}/predictions", params=params, timeout=30)
         assert reply.status_code == code, (params, reply.text)
     reply = requests.get(
         f"{api}/predictions", params={"status": "needs_review", "department": "spaceships"}, timeout=30
     )
-    assert reply.status_code == 400 and "spaceships" in reply.json()["error"]["message"]
+    assert reply.status_code == 422 and "spaceships" in reply.json()["error"]["message"]
     forged = requests.get(f"{api}/predictions", params={"status": "needs_review", "next_token": "abc"}, timeout=30)
-    assert forged.status_code == 400
+    assert forged.status_code == 422
 
 
 # ------------------------------------------------------------------------------------------------ decisions
@@ -258,11 +258,15 @@ def test_a_photo_sent_to_the_api_is_viewable(api: str, aws: LocalAws) -> None:
     )
     assert sent.status_code == 201
     result_id = sent.json()["id"]
-    for size in ("thumbnail", "full"):  # with no original kept (yet), full falls back to the thumbnail
+    # the thumbnail, and the original the API kept under uploads/ (as it was sent: a PNG)
+    for size, kind, side in (
+        ("thumbnail", "JPEG", 512),
+        ("full", "PNG", max(Image.open(photo_path("skimage/coffee")).size)),
+    ):
         link = requests.get(f"{api}/predictions/{result_id}/photo", params={"size": size, "as": "json"}, timeout=30)
         assert link.status_code == 200, link.text
         picture = Image.open(io.BytesIO(requests.get(link.json()["url"], timeout=30).content))
-        assert picture.format == "JPEG" and max(picture.size) == 512
+        assert picture.format == kind and max(picture.size) == side
 
 
 def test_no_photo_is_a_clear_404(api: str, aws: LocalAws) -> None:

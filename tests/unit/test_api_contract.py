@@ -105,7 +105,7 @@ def test_error_code_enum_is_documented_whole(document: dict[str, Any]) -> None:
     [
         ("POST", "/predictions", {200, 201, 400, 404, 409, 413, 415, 422, 500, 503}),
         ("GET", "/predictions/{id}", {200, 404, 422, 500, 503}),
-        ("PATCH", "/predictions/{id}", {200, 400, 404, 413, 415, 422, 500, 503}),
+        ("PATCH", "/predictions/{id}", {200, 400, 404, 409, 413, 415, 422, 500, 503}),
         ("GET", "/predictions", {200, 422, 500, 503}),
         ("GET", "/exports/{date}", {200, 303, 404, 422, 500, 503}),
         ("GET", "/departments", {200, 500}),
@@ -227,7 +227,10 @@ def test_a_body_that_is_not_json_is_415(app: ApiResolver, content_type: str) -> 
             event("GET", "/predictions", query={"date": "2026-11-25", "limit": "0"}),
             "query parameter 'limit': Input should be greater than or equal to 1",
         ),
-        (event("GET", "/predictions"), "query parameter 'date': Field required"),
+        (
+            event("GET", "/predictions"),
+            "query parameter 'date': Field required: date, or status=needs_review for the review queue",
+        ),
         (event("GET", f"/predictions/{'a' * 65}"), "path parameter 'id': String should have at most 64 characters"),
     ],
     ids=["no-source", "no-body", "array", "wrong-type", "unknown-field", "limit", "no-date", "long-id"],

@@ -37,7 +37,8 @@ _HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "tr
 MEANING = {
     HTTPStatus.BAD_REQUEST: "The body could not be read: it is not JSON",
     HTTPStatus.NOT_FOUND: "Nothing there: no such prediction, object or route",
-    HTTPStatus.CONFLICT: "The same request is still being answered; retry shortly",
+    HTTPStatus.FORBIDDEN: "Not yours to do: only the person who decided may undo it",
+    HTTPStatus.CONFLICT: "Not now: the same request is still running, or someone decided first",
     HTTPStatus.REQUEST_ENTITY_TOO_LARGE: "The body or the photo is over the size limit",
     HTTPStatus.UNSUPPORTED_MEDIA_TYPE: "The body is not application/json",
     HTTPStatus.UNPROCESSABLE_ENTITY: "Read, but refused: a parameter or field is invalid, or the photo cannot be used",

@@ -38,28 +38,19 @@ class ResultStore(ABC):
         """The day's results (UTC), oldest first, fetched page by page."""
 
     @abstractmethod
-    def replace(self, result: Result) -> None:
-        """Overwrite an existing result (a person's review)."""
-
-    @abstractmethod
     def page_by_day(self, day: str, *, limit: int, token: str | None = None) -> tuple[list[Result], str | None]:
         """One page of the day's results and the token for the next page (``None`` at the end)."""
 
+    @abstractmethod
     def relocate(self, result_id: str, photo_key: str, source: str) -> None:
-        """Record that the photo of ``result_id`` is now kept at ``photo_key`` (``source`` its URI).
-
-        Stores with atomic partial updates override this (DynamoDB does): a read-then-replace could undo a
-        review written in between.
+        """Record that the photo of ``result_id`` is now kept at ``photo_key`` (``source`` its URI), changing
+        nothing else: a person's review written meanwhile must stay.
 
         Raises
         ------
         NotFoundError
             No Result with that id.
         """
-        current = self.get(result_id)
-        if current is None:
-            raise NotFoundError(f"no prediction with id {result_id}")
-        self.replace(current.model_copy(update={"photo_key": photo_key, "source": source}))
 
     # ------------------------------------------------------------------ the review loop (refund_sorter.reviews)
 

@@ -80,12 +80,6 @@ class DynamoResultStore(ResultStore):
         except (ClientError, BotoCoreError) as exc:
             raise StorageError(f"could not list results of {day}: {exc}") from exc
 
-    def replace(self, result: Result) -> None:
-        try:
-            self.client.put_item(TableName=self.table, Item=self._to_item(result))
-        except Exception as exc:
-            raise StorageError(f"could not store result {result.id}: {exc}") from exc
-
     def relocate(self, result_id: str, photo_key: str, source: str) -> None:
         # Only these two attributes: a person's review written meanwhile stays as it is.
         try:

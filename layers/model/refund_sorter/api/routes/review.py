@@ -10,8 +10,10 @@ from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 
 # Powertools reads route annotations at runtime: these imports are not for type checking only.
 from refund_sorter.api.identity import caller_name
+from refund_sorter.api.openapi import refusals
 from refund_sorter.api.schemas import DayParam, ReviewRequest  # noqa: TC001
 from refund_sorter.api.service import get_service
+from refund_sorter.errors import ErrorCode
 from refund_sorter.results import Result
 from refund_sorter.summaries import NightSummary  # noqa: TC001
 
@@ -23,11 +25,14 @@ router = Router()
 IdParam = Annotated[str, Path(min_length=1, max_length=64, description="The prediction's id")]
 DECISION_RESPONSES: dict[int, OpenAPIResponse] = {
     200: {"description": "The prediction, decided", "content": {"application/json": {"model": Result}}},
-    404: {"description": "No such prediction"},
-    409: {
-        "description": "review_conflict (someone decided first, or the revision is not the one stored), "
-        "not_reviewable (a failed prediction) or nothing_to_undo"
-    },
+    # review_conflict: someone decided first, or the revision is not the one stored; not_reviewable: failed
+    **refusals(
+        ErrorCode.NOT_FOUND,
+        ErrorCode.REVIEW_CONFLICT,
+        ErrorCode.NOT_REVIEWABLE,
+        ErrorCode.NOTHING_TO_UNDO,
+        ErrorCode.STORAGE_ERROR,
+    ),
 }
 
 
@@ -48,7 +53,7 @@ def review_prediction(id: IdParam, review: ReviewRequest) -> Result:
     summary="Undo the decision in force (only the person who made it)",
     description="The decision before it stands again, or, with none, the prediction waits for a person again "
     "(or is classified, if it never waited). The undo is kept in review_history with the decision.",
-    responses={**DECISION_RESPONSES, 403: {"description": "not_your_decision: someone else decided"}},
+    responses={**DECISION_RESPONSES, **refusals(ErrorCode.NOT_YOUR_DECISION)},
 )
 def undo_review(
     id: IdParam,
