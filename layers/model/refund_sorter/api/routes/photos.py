@@ -27,7 +27,8 @@ router = Router()
             "description": "as=json: the link",
             "content": {"application/json": {"model": PhotoLink}},
         },
-        303: {"description": "Location is a presigned S3 link to the photo"},
+        # no body: an empty content, or Powertools documents the route's return type for it
+        303: {"description": "Location is a presigned S3 link to the photo", "content": {}},
         404: {"description": "No such prediction, or no photo kept for it"},
     },
 )
