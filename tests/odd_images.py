@@ -1,4 +1,7 @@
-"""A corpus of odd and hostile photos, generated with Pillow (no files on disk), with what each must give.
+"""A corpus of odd and hostile photos, generated with Pillow, with what each must give.
+
+HEIC is the exception: nothing we depend on can write it, so it comes from a fixture file
+(tests/fixtures/formats/, made once; its make_fixtures.py says how).
 
 Used by the loader's unit tests and, through the CLI, the API and the batch, by the end-to-end tests: every
 case must come out as a Result (``expect="ok"``) or as a ``failed`` Result with the given error code.
@@ -11,11 +14,14 @@ import struct
 import zlib
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from refund_sorter_cli.samples import encode, photo_image
+
+FORMAT_FIXTURES = Path(__file__).parent / "fixtures" / "formats"
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,7 @@ def rgba_png(base: Image.Image) -> bytes:
 def odd_images() -> tuple[OddImage, ...]:
     coffee = photo_image("skimage/coffee")  # 600×400, top-1 'espresso'
     jpeg = encode(coffee, "JPEG", quality=90)
+    avif = encode(coffee, "AVIF", quality=60, speed=10)  # speed 10: the encoder's fastest (the default takes ~1 s)
     cases = [
         OddImage("jpeg", "coffee.jpg", jpeg, "ok"),
         OddImage("upper-case extension", "COFFEE.JPG", jpeg, "ok"),
@@ -113,6 +120,13 @@ def odd_images() -> tuple[OddImage, ...]:
         OddImage("webp", "coffee.webp", encode(coffee, "WEBP"), "ok"),
         OddImage("bmp", "coffee.bmp", encode(coffee, "BMP"), "ok"),
         OddImage("tiff", "coffee.tiff", encode(coffee, "TIFF"), "ok"),
+        OddImage(
+            "heic (iPhone-style, turned by irot)",
+            "IMG_0001.HEIC",
+            (FORMAT_FIXTURES / "coffee-irot.heic").read_bytes(),
+            "ok",
+        ),
+        OddImage("avif", "coffee.avif", avif, "ok"),
         OddImage("cmyk jpeg", "cmyk.jpg", cmyk_jpeg(coffee), "ok"),
         OddImage("16-bit png", "sixteen.png", sixteen_bit_png(coffee), "ok"),
         OddImage("palette with transparency", "palette.png", palette_with_transparency(coffee), "ok"),
@@ -141,7 +155,14 @@ def odd_images() -> tuple[OddImage, ...]:
         ),
         OddImage("photoshop", "layers.psd", b"8BPS\x00\x01" + b"\x00" * 64, "unsupported_format"),
         OddImage(
-            "heic", "iphone.heic", b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00" + b"\x00" * 64, "unsupported_format"
+            "heic header only",
+            "iphone.heic",
+            b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00" + b"\x00" * 64,
+            "corrupt_image",
         ),
+        OddImage("truncated avif", "truncated.avif", avif[:300], "corrupt_image"),
+        OddImage("jpeg xl", "photo.jxl", b"\x00\x00\x00\x0cJXL \r\n\x87\n" + b"\x00" * 64, "unsupported_format"),
+        OddImage("cielab tiff", "lab.tiff", encode(coffee.convert("LAB"), "TIFF"), "unsupported_format"),
+        OddImage("jpeg 2000", "photo.jp2", b"\x00\x00\x00\x0cjP  \r\n\x87\n" + b"\x00" * 64, "unsupported_format"),
     ]
     return tuple(cases)

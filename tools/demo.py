@@ -4,10 +4,15 @@ Runs the real CLI as a user would: starts ``refund-sorter local``, uploads the s
 wheels to ``incoming/``, runs the nightly state machine (the template's definition, its workers in separate
 processes), exports the CSV, then classifies one photo by URL through the local API (served by a throwaway
 HTTP server on 127.0.0.1), and stops everything it started.
+
+Ports: ``REFUND_SORTER_MOTO_PORT`` / ``REFUND_SORTER_API_PORT`` (5000 and 3000 by default).
+``make demo KEEP=1`` (or ``DEMO_KEEP=1``, or ``--keep``) leaves the stack running at the end, to look
+around in Swagger UI, the review page or with the AWS CLI.
 """
 
 from __future__ import annotations
 
+import argparse
 import functools
 import http.server
 import json
@@ -21,7 +26,8 @@ import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
-from refund_sorter_cli.local_stack import API_PORT, HOST, MOTO_PORT, wait_for_port
+from refund_sorter_cli.local_stack import LocalPorts
+from refund_sorter_cli.net import HOST, wait_for_port
 from refund_sorter_cli.samples import PHOTOS, photo_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,17 +67,43 @@ def serve_one_photo() -> tuple[http.server.ThreadingHTTPServer, str]:
     return server, f"http://{HOST}:{server.server_address[1]}/coffee.png"
 
 
-def main() -> int:
-    environment = os.environ | {"AWS_ENDPOINT_URL": f"http://{HOST}:{MOTO_PORT}"}
-    os.environ.update(environment)
-    step(f"starting the local stack: moto on {HOST}:{MOTO_PORT}, API on {HOST}:{API_PORT}")
+def wants_to_keep(argv: list[str] | None = None) -> bool:
+    """``--keep``, or ``KEEP=1`` / ``DEMO_KEEP=1`` (make passes ``make demo KEEP=1`` on as a variable)."""
+    parser = argparse.ArgumentParser(prog="make demo", description="the local stack, start to finish")
+    parser.add_argument("--keep", action="store_true", help="leave the local stack running at the end")
+    keep = parser.parse_args(argv).keep
+    return keep or any(os.environ.get(name, "").lower() in {"1", "true", "yes"} for name in ("KEEP", "DEMO_KEEP"))
+
+
+def start_stack(log: Path) -> subprocess.Popen[bytes]:
+    """``refund-sorter local`` in its own session (so ``--keep`` can outlive us), its output in ``log``."""
+    with log.open("w") as out:  # the functions' JSON logs, as `sam local` would print them
+        return subprocess.Popen([str(CLI), "local"], start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
+
+
+def client_exports(log: Path) -> str:
+    """The ``export …`` block ``refund-sorter local`` printed: what another shell needs."""
+    lines = log.read_text(encoding="utf-8").splitlines()
+    return "\n".join(line for line in lines if line.startswith(("export ", "# In another shell")))
+
+
+def main(argv: list[str] | None = None) -> int:
+    keep = wants_to_keep(argv)
+    ports = LocalPorts.from_environment()
+    moto_url, api_url = f"http://{HOST}:{ports.moto_port}", f"http://{HOST}:{ports.api_port}"
+    os.environ["AWS_ENDPOINT_URL"] = moto_url  # upload/batch/export below act on this stack, nothing else
+    step(f"starting the local stack: moto on {moto_url}, API on {api_url}")
     OUT.mkdir(parents=True, exist_ok=True)
-    stack_log = (OUT / "local-stack.log").open("w")  # the functions' JSON logs, as `sam local` would print them
-    stack = subprocess.Popen([str(CLI), "local"], start_new_session=True, stdout=stack_log, stderr=subprocess.STDOUT)
+    log = OUT / "local-stack.log"
+    stack = start_stack(log)
     photo_server = None
     try:
-        wait_for_port(f"http://{HOST}:{MOTO_PORT}", timeout=60)
-        wait_for_port(f"http://{HOST}:{API_PORT}", timeout=60)
+        try:
+            for url in (moto_url, api_url):
+                wait_for_port(url, timeout=120, still_starting=lambda: stack.poll() is None)
+        except ConnectionRefusedError:
+            print(log.read_text(encoding="utf-8").strip(), file=sys.stderr)  # the stack said why it stopped
+            return 2
 
         step("uploading the sample photos (and one broken upload) to incoming/")
         run("upload", str(prepare_photos()))
@@ -82,12 +114,12 @@ def main() -> int:
 
         today = datetime.now(UTC).date().isoformat()
         step("exporting today's CSV")
-        run("export", "--date", today, "--out", str(OUT / f"{today}.csv"))
+        run("export", "--date", "today", "--out", str(OUT / f"{today}.csv"))
 
         step("classifying a photo by URL through the local API")
         photo_server, url = serve_one_photo()
         request = urllib.request.Request(
-            f"http://{HOST}:{API_PORT}/predictions",
+            f"{api_url}/predictions",
             data=json.dumps({"url": url}).encode(),
             headers={"content-type": "application/json"},
             method="POST",
@@ -96,18 +128,23 @@ def main() -> int:
             body = json.load(response)
             print(f"POST /predictions {{url: {url}}} -> {response.status}")
         print(json.dumps({k: body[k] for k in ("id", "status", "prediction", "confidence", "label")}, indent=2))
-        print(
-            f"\nCSV: {OUT / f'{today}.csv'}   Swagger UI (while `refund-sorter local` runs): http://{HOST}:{API_PORT}/swagger"
-        )
+        print(f"\nCSV: {OUT / f'{today}.csv'}")
+        if keep:
+            step(f"the local stack keeps running (pid {stack.pid}; its log: {log})")
+            print(f"Swagger UI:  {api_url}/swagger\nReview page: {api_url}/review\n")
+            print(client_exports(log))
+            print(f"\nStop it with:  kill {stack.pid}")
+        else:
+            print(f"Swagger UI (while `refund-sorter local` runs): {api_url}/swagger   (make demo KEEP=1 keeps it)")
         return 0
     finally:
         if photo_server is not None:
             photo_server.shutdown()
             photo_server.server_close()
-        os.killpg(stack.pid, signal.SIGTERM)
-        stack.wait(timeout=30)
-        stack_log.close()
-        step(f"stopped the local stack (its log: {stack_log.name})")
+        if stack.poll() is None and not keep:
+            os.killpg(stack.pid, signal.SIGTERM)
+            stack.wait(timeout=30)
+            step(f"stopped the local stack (its log: {log})")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,8 @@
 """The embedded local stack: moto on 127.0.0.1:5000 and the HTTP API on 127.0.0.1:3000.
 
+The ports come from ``REFUND_SORTER_MOTO_PORT`` / ``REFUND_SORTER_API_PORT`` (or ``refund-sorter local
+--moto-port/--api-port``); both are claimed before anything is served, so a taken port is an error at once.
+
 Everything is built from ``infra/template.yaml``: the bucket and tables from their resource properties,
 each function's environment from Globals + its own (as ``sam local invoke`` does), and the API's routes
 from the predict function's events. A request to the local API becomes an API Gateway (REST, v1) proxy
@@ -20,35 +23,94 @@ import uuid
 from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from refund_sorter_cli.net import HOST, PortInUseError, is_loopback_url, listen
 from refund_sorter_cli.template import LOCAL_ACCOUNT, LOCAL_REGION, Template
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from socket import socket
     from types import ModuleType
 
+    from werkzeug.serving import BaseWSGIServer
     from werkzeug.wrappers import Request as WerkzeugRequest
 
 logger = logging.getLogger(__name__)
 
-HOST = "127.0.0.1"
-MOTO_PORT = int(os.environ.get("REFUND_SORTER_MOTO_PORT", "5000"))
-API_PORT = int(os.environ.get("REFUND_SORTER_API_PORT", "3000"))
 LOCAL_STAGE = "local"
 API_FUNCTION = "PredictFunction"
 # Only the local stack may fetch URLs on loopback (the demo serves a photo from a throwaway local server).
-LOCAL_ONLY_ENVIRONMENT = {"REFUND_SORTER_ALLOW_PRIVATE_URLS": "true", "POWERTOOLS_TRACE_DISABLED": "true"}
+LOCAL_ONLY_ENVIRONMENT = {
+    "REFUND_SORTER_ALLOW_PRIVATE_URLS": "true",
+    "POWERTOOLS_TRACE_DISABLED": "true",
+    # `refund-sorter models activate` reaches the running local API in seconds (in AWS: 60 s, one read a minute)
+    "REFUND_SORTER_HEAD_POINTER_TTL_SECONDS": "5",
+}
+
+
+# How a person changes each port: named in the error when the port is taken.
+PORT_OPTIONS = {
+    "moto": ("--moto-port", "REFUND_SORTER_MOTO_PORT"),
+    "API": ("--api-port", "REFUND_SORTER_API_PORT"),
+}
+
+
+class LocalStackError(Exception):
+    """The local stack cannot start (or is not there); the message says what to do about it."""
+
+
+class LocalPortInUseError(LocalStackError):
+    """One of the stack's ports is taken by another program."""
+
+    def __init__(self, port: int, service: str) -> None:
+        flag, variable = PORT_OPTIONS[service]
+        super().__init__(
+            f"port {port} on {HOST} ({service}) is already in use: stop the program using it, "
+            f"or choose another port with {flag} or {variable}"
+        )
+        self.port = port
+        self.service = service
+
+
+class LocalPorts(BaseSettings):
+    """Where the local stack listens: ``REFUND_SORTER_MOTO_PORT`` and ``REFUND_SORTER_API_PORT``.
+
+    The defaults are the ports ``moto_server`` and ``sam local start-api`` use; 0 means "any free port".
+    """
+
+    model_config = SettingsConfigDict(env_prefix="REFUND_SORTER_", extra="ignore")
+
+    moto_port: int = Field(5000, ge=0, le=65535, description="moto (S3, DynamoDB)")
+    api_port: int = Field(3000, ge=0, le=65535, description="the local API Gateway stand-in")
+
+    @classmethod
+    def from_environment(cls) -> LocalPorts:
+        """The ports the environment names, or a :class:`LocalStackError` naming the variable that is wrong."""
+        try:
+            return cls()
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            variable = f"REFUND_SORTER_{str(error['loc'][0]).upper()}"
+            raise LocalStackError(f"{variable}={error.get('input')!r} is not a port number (0-65535)") from exc
+
+
+def local_endpoint() -> str:
+    """The moto server of a local stack started with this environment's ports."""
+    return f"http://{HOST}:{LocalPorts.from_environment().moto_port}"
 
 
 def endpoint_url() -> str:
-    return os.environ.get("AWS_ENDPOINT_URL") or f"http://{HOST}:{MOTO_PORT}"
+    return os.environ.get("AWS_ENDPOINT_URL") or local_endpoint()
 
 
 def use_local_aws(environ: dict[str, str] | os._Environ[str] = os.environ) -> None:
     """Point boto3 at the local moto server unless the environment names another endpoint."""
-    environ.setdefault("AWS_ENDPOINT_URL", f"http://{HOST}:{MOTO_PORT}")
-    if environ["AWS_ENDPOINT_URL"].startswith(f"http://{HOST}"):
+    if not environ.get("AWS_ENDPOINT_URL"):
+        environ["AWS_ENDPOINT_URL"] = local_endpoint()
+    if is_loopback_url(environ["AWS_ENDPOINT_URL"]):
         # moto accepts any credentials; these keep boto3 from looking for real ones.
         environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
         environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
@@ -203,8 +265,11 @@ def _as_text(body: bytes) -> str | None:
 MAX_API_BODY = 10 * 1024 * 1024
 
 
-def make_api_app(template: Template) -> Callable[..., Any]:
-    """A WSGI app standing in for API Gateway in front of the predict function."""
+def make_api_app(
+    template: Template, prepare_event: Callable[[dict[str, Any]], None] | None = None
+) -> Callable[..., Any]:
+    """A WSGI app standing in for API Gateway in front of the predict function. ``prepare_event`` may add to each
+    event what API Gateway would in AWS (tests: an authorizer's claims, the stage's variables)."""
     from werkzeug.wrappers import Request, Response
 
     apply_function_environment(template, API_FUNCTION)
@@ -218,6 +283,8 @@ def make_api_app(template: Template) -> Callable[..., Any]:
             message = {"error": {"code": "file_too_large", "message": "request body over API Gateway's 10 MB"}}
             return Response(json.dumps(message), status=413, content_type="application/json")
         event = api_gateway_event(template, request)
+        if prepare_event is not None:
+            prepare_event(event)
         with lock:
             reply = handler(event, LambdaContext(template.physical_name(API_FUNCTION), spec.memory, spec.timeout))
         body = reply.get("body") or ""
@@ -236,14 +303,17 @@ def make_api_app(template: Template) -> Callable[..., Any]:
 
 @dataclass
 class LocalStack:
-    """moto + the local API, started and stopped together."""
+    """moto + the local API, started and stopped together.
+
+    Ports default to :class:`LocalPorts` (the environment); 0 picks a free one, and after :meth:`start` the
+    fields hold the ports actually used.
+    """
 
     template: Template
-    moto_port: int = MOTO_PORT
-    api_port: int = API_PORT
-    _moto: Any = None
-    _api: Any = None
-    _api_thread: threading.Thread | None = None
+    moto_port: int = field(default_factory=lambda: LocalPorts.from_environment().moto_port)
+    api_port: int = field(default_factory=lambda: LocalPorts.from_environment().api_port)
+    resources: dict[str, str] = field(default_factory=dict)
+    _servers: list[_Serving] = field(default_factory=list)
 
     @property
     def api_url(self) -> str:
@@ -254,39 +324,76 @@ class LocalStack:
         return f"http://{HOST}:{self.moto_port}"
 
     def start(self) -> LocalStack:
-        from moto.server import ThreadedMotoServer
-        from werkzeug.serving import make_server
+        """Claim both ports (:class:`LocalPortInUseError` if either is taken), then serve moto and the API."""
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 
-        self._moto = ThreadedMotoServer(ip_address=HOST, port=self.moto_port, verbose=False)
-        self._moto.start()
-        os.environ["AWS_ENDPOINT_URL"] = self.moto_url
-        use_local_aws()
-        create_resources(self.template)
-        self._api = make_server(HOST, self.api_port, make_api_app(self.template), threaded=True)
-        self._api_thread = threading.Thread(target=self._api.serve_forever, name="local-api", daemon=True)
-        self._api_thread.start()
+        moto_socket = _claim(self.moto_port, "moto")
+        try:
+            api_socket = _claim(self.api_port, "API")
+        except LocalStackError:
+            moto_socket.close()
+            raise
+        self.moto_port, self.api_port = moto_socket.getsockname()[1], api_socket.getsockname()[1]
+        try:
+            # What moto.server.ThreadedMotoServer serves, on the socket claimed above.
+            moto_app = DomainDispatcherApplication(create_backend_app)
+            self._servers.append(_Serving.start("moto", moto_socket, moto_app, MotoRequestHandler))
+            os.environ["AWS_ENDPOINT_URL"] = self.moto_url
+            use_local_aws()
+            self.resources = create_resources(self.template)
+            self._servers.append(_Serving.start("local-api", api_socket, make_api_app(self.template)))
+        except BaseException:
+            self.stop()
+            moto_socket.close()
+            api_socket.close()
+            raise
         return self
 
+    def client_environment(self) -> dict[str, str]:
+        """What another shell needs to reach this stack (the AWS CLI, boto3, the CLI, the example notebook)."""
+        function = function_environment(self.template, API_FUNCTION)
+        return {
+            "AWS_ENDPOINT_URL": self.moto_url,
+            # moto takes any credentials, but boto3 and the AWS CLI refuse to send a request without some.
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": LOCAL_REGION,
+            "REFUND_SORTER_BUCKET": function["REFUND_SORTER_BUCKET"],
+            "REFUND_SORTER_TABLE": function["REFUND_SORTER_TABLE"],
+            "REFUND_SORTER_API_URL": self.api_url,
+        }
+
     def stop(self) -> None:
-        if self._api is not None:
-            self._api.shutdown()
-            self._api.server_close()
-            self._api = None
-        if self._moto is not None:
-            self._moto.stop()
-            self._moto = None
+        while self._servers:
+            self._servers.pop().stop()
 
 
-def wait_for_port(url: str, timeout: float = 10.0) -> None:
-    import socket
+def _claim(port: int, service: str) -> socket:
+    try:
+        return listen(port)
+    except PortInUseError as exc:
+        raise LocalPortInUseError(port, service) from exc
 
-    parts = urlsplit(url)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection((parts.hostname or HOST, parts.port or 80), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+
+@dataclass
+class _Serving:
+    """A werkzeug server on an already listening socket, in a daemon thread."""
+
+    server: BaseWSGIServer
+    thread: threading.Thread
+
+    @classmethod
+    def start(cls, name: str, sock: socket, app: Callable[..., Any], handler: Any = None) -> _Serving:
+        from werkzeug.serving import make_server
+
+        # werkzeug serves a duplicate of the descriptor (socket.fromfd), so ours is closed right after.
+        with sock:
+            server = make_server(HOST, 0, app, threaded=True, request_handler=handler, fd=sock.fileno())
+        thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
+        thread.start()
+        return cls(server, thread)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)

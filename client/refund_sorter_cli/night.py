@@ -29,20 +29,14 @@ LIST_RESULTS_UP_TO = 40
 def run_night_locally(
     *, workers: int | None = None, show_results: Callable[[Sequence[Result]], None] | None = None
 ) -> int:
-    """Run the nightly state machine now on the local stack; 0 if the execution succeeded, else 1 (2: no stack)."""
+    """Run the nightly state machine now on the local stack (the caller has checked it answers); 0 if the
+    execution succeeded, else 1."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from refund_sorter_cli.local_stack import endpoint_url, use_local_aws, wait_for_port
     from refund_sorter_cli.stepfunctions import LocalLambdas, LocalStateMachine, cpu_share
     from refund_sorter_cli.template import Template
 
-    use_local_aws()
-    try:
-        wait_for_port(endpoint_url(), timeout=3)
-    except OSError:
-        print(f"nothing answers at {endpoint_url()}: start the local stack first (refund-sorter local)")
-        return 2
     template = Template()
     name = f"local-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     log_dir = Path(tempfile.gettempdir()) / "refund-sorter-batch" / name

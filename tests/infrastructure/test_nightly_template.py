@@ -184,41 +184,6 @@ def test_the_state_machine_may_invoke_exactly_its_three_functions_and_run_its_ma
     assert machine["Properties"]["Name"] == {"Fn::Sub": "${AWS::StackName}-nightly"}
 
 
-@pytest.mark.parametrize(
-    ("function", "expected"),
-    [
-        ("PlanFunction", {"s3:ListBucket", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:GetItem",
-                          "s3:PutObject"}),
-        ("ClassifyChunkFunction", {"s3:GetObject", "dynamodb:BatchGetItem", "dynamodb:PutItem",
-                                   "dynamodb:DeleteItem", "s3:GetObjectTagging", "s3:DeleteObject",
-                                   "s3:DeleteObjectVersion", "s3:PutObject", "s3:PutObjectTagging"}),
-        ("ExportFunction", {"dynamodb:Query", "dynamodb:DeleteItem", "s3:ListBucket", "s3:GetObject", "s3:PutObject",
-                            "s3:AbortMultipartUpload"}),
-    ],
-)  # fmt: skip
-def test_each_nightly_function_may_do_only_what_its_code_does(
-    resources: dict[str, dict[str, Any]], function: str, expected: set[str]
-) -> None:
-    allowed = actions_on(resources[function])
-    assert set(allowed) == expected
-    assert not [r for r in allowed.get("dynamodb:DeleteItem", set()) if "ResultsTable" in r], "nobody deletes Results"
-    for statement in statements(resources[function]):
-        if any(a.startswith("dynamodb:") for a in as_list(statement["Action"])) and "JobsTable" in json.dumps(
-            statement["Resource"]
-        ):
-            # each function reaches only its own kind of jobs-table item (the lease, or in-flight marks)
-            assert "dynamodb:LeadingKeys" in json.dumps(statement.get("Condition", {})), statement["Sid"]
-
-
-def test_the_worker_reads_incoming_and_writes_only_processed_and_failed(resources: dict[str, dict[str, Any]]) -> None:
-    allowed = actions_on(resources["ClassifyChunkFunction"])
-    assert allowed["s3:DeleteObjectVersion"] == {json.dumps({"Fn::Sub": f"{BUCKET_ARN}/incoming/*"})}
-    assert allowed["s3:PutObject"] == {
-        json.dumps({"Fn::Sub": f"{BUCKET_ARN}/processed/*"}),
-        json.dumps({"Fn::Sub": f"{BUCKET_ARN}/failed/*"}),
-    }
-
-
 def test_the_jobs_table_expires_its_items(resources: dict[str, dict[str, Any]]) -> None:
     properties = resources["JobsTable"]["Properties"]
     assert properties["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]

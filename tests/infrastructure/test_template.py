@@ -24,21 +24,36 @@ TEMPLATE_PATH = ROOT / "infra" / "template.yaml"
 EVENTS = ROOT / "events"
 
 BUCKET_NAME = {"Fn::Sub": "${AWS::StackName}-images-${AWS::AccountId}-${AWS::Region}"}
-# design.md §3, as API Gateway spells the paths
+# design.md §3 and §8, as API Gateway spells the paths: the machine clients' API (IAM or API key)
 ROUTES = {
     ("POST", "/predictions"),
     ("GET", "/predictions"),
     ("GET", "/predictions/{id}"),
     ("PATCH", "/predictions/{id}"),
+    ("DELETE", "/predictions/{id}/review"),
+    ("GET", "/predictions/{id}/photo"),
+    ("GET", "/summaries/{date}"),
     ("GET", "/exports/{date}"),
     ("GET", "/departments"),
     ("GET", "/health"),
     ("GET", "/swagger"),
 }
+# The review page's API (Cognito): the page's own files are public, every call it makes needs a signed-in person.
+PAGE_FILES = {("GET", "/review"), ("GET", "/review/{asset}")}
+REVIEW_ROUTES = PAGE_FILES | {
+    ("GET", "/predictions"),
+    ("GET", "/predictions/{id}"),
+    ("PATCH", "/predictions/{id}"),
+    ("DELETE", "/predictions/{id}/review"),
+    ("GET", "/predictions/{id}/photo"),
+    ("GET", "/summaries/{date}"),
+    ("GET", "/departments"),
+}
 LOCAL_NAMES = {
     "REFUND_SORTER_BUCKET": "refund-sorter-local-images-123456789012-us-east-1",
     "REFUND_SORTER_TABLE": "refund-sorter-local-results",
     "REFUND_SORTER_IDEMPOTENCY_TABLE": "refund-sorter-local-idempotency",
+    "REFUND_SORTER_MODELS_TABLE": "refund-sorter-local-models",
 }
 
 
@@ -159,14 +174,21 @@ def test_results_table_schema(resources: dict[str, dict[str, Any]]) -> None:
     properties = table["Properties"]
     assert properties["BillingMode"] == "PAY_PER_REQUEST"
     assert properties["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
-    assert _attribute_types(properties) == {"id": "S", "day": "S", "timestamp": "S"}
-    (index,) = properties["GlobalSecondaryIndexes"]
-    assert index["IndexName"] == "by-day"
-    assert index["KeySchema"] == [
+    assert _attribute_types(properties) == {"id": "S", "day": "S", "timestamp": "S", "queue": "S"}
+    by_day, queue = properties["GlobalSecondaryIndexes"]
+    assert by_day["IndexName"] == "by-day"
+    assert by_day["KeySchema"] == [
         {"AttributeName": "day", "KeyType": "HASH"},
         {"AttributeName": "timestamp", "KeyType": "RANGE"},
     ]
-    assert index["Projection"] == {"ProjectionType": "ALL"}
+    # the review queue: sparse on `queue` (set only while needs_review), oldest first across days
+    assert queue["IndexName"] == "review-queue"
+    assert queue["KeySchema"] == [
+        {"AttributeName": "queue", "KeyType": "HASH"},
+        {"AttributeName": "timestamp", "KeyType": "RANGE"},
+    ]
+    for index in (by_day, queue):
+        assert index["Projection"] == {"ProjectionType": "ALL"}
     assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
     assert properties["SSESpecification"]["SSEEnabled"] is True
 
@@ -180,7 +202,7 @@ def test_idempotency_table_schema(resources: dict[str, dict[str, Any]]) -> None:
     assert properties["SSESpecification"]["SSEEnabled"] is True
 
 
-@pytest.mark.parametrize("name", ["ResultsTable", "IdempotencyTable", "JobsTable"])
+@pytest.mark.parametrize("name", ["ResultsTable", "IdempotencyTable", "ModelsTable", "JobsTable"])
 def test_table_definitions_are_literal(resources: dict[str, dict[str, Any]], name: str) -> None:
     # The local stack and the tests pass these properties straight to moto's create_table.
     properties = resources[name]["Properties"]
@@ -188,7 +210,7 @@ def test_table_definitions_are_literal(resources: dict[str, dict[str, Any]], nam
         assert not is_intrinsic(properties.get(key)), f"{name}.{key} must not use intrinsics"
 
 
-@pytest.mark.parametrize("name", ["ResultsTable", "IdempotencyTable", "JobsTable"])
+@pytest.mark.parametrize("name", ["ResultsTable", "IdempotencyTable", "ModelsTable", "JobsTable"])
 def test_table_defines_exactly_its_key_attributes(resources: dict[str, dict[str, Any]], name: str) -> None:
     # DynamoDB refuses attribute definitions that no key schema uses, and keys that are not defined.
     properties = resources[name]["Properties"]
@@ -200,7 +222,12 @@ def test_table_defines_exactly_its_key_attributes(resources: dict[str, dict[str,
 def test_the_template_has_one_bucket_and_three_tables(resources: dict[str, dict[str, Any]]) -> None:
     # The local stack creates every bucket and table it finds: a new one should be a deliberate change.
     assert set(of_type(resources, "AWS::S3::Bucket")) == {"ImagesBucket"}
-    assert set(of_type(resources, "AWS::DynamoDB::Table")) == {"ResultsTable", "IdempotencyTable", "JobsTable"}
+    assert set(of_type(resources, "AWS::DynamoDB::Table")) == {
+        "ResultsTable",
+        "IdempotencyTable",
+        "ModelsTable",
+        "JobsTable",
+    }
 
 
 # ------------------------------------------------------------------------------------------------ functions
@@ -378,15 +405,60 @@ def test_batch_may_move_photos(functions: dict[str, dict[str, Any]]) -> None:
 # ------------------------------------------------------------------------------------------------ API
 
 
-def _api_events(functions: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    return [e for e in functions["PredictFunction"]["Properties"]["Events"].values() if e["Type"] == "Api"]
+def _api_events(functions: dict[str, dict[str, Any]], api: str = "Api") -> list[dict[str, Any]]:
+    events = functions["PredictFunction"]["Properties"]["Events"].values()
+    return [e for e in events if e["Type"] == "Api" and e["Properties"]["RestApiId"] == {"Ref": api}]
+
+
+def _routes(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return sorted((e["Properties"]["Method"].upper(), e["Properties"]["Path"]) for e in events)
 
 
 def test_every_route_is_an_api_event(functions: dict[str, dict[str, Any]]) -> None:
-    events = _api_events(functions)
-    routes = [(e["Properties"]["Method"].upper(), e["Properties"]["Path"]) for e in events]
-    assert sorted(routes) == sorted(ROUTES)
-    assert all(e["Properties"]["RestApiId"] == {"Ref": "Api"} for e in events)
+    assert _routes(_api_events(functions)) == sorted(ROUTES)
+    assert _routes(_api_events(functions, "ReviewApi")) == sorted(REVIEW_ROUTES)
+    every = [e for e in functions["PredictFunction"]["Properties"]["Events"].values() if e["Type"] == "Api"]
+    assert len(every) == len(ROUTES) + len(REVIEW_ROUTES), "no API event outside Api and ReviewApi"
+
+
+def test_review_api_signs_people_in_with_cognito(
+    functions: dict[str, dict[str, Any]], resources: dict[str, dict[str, Any]]
+) -> None:
+    properties = resources["ReviewApi"]["Properties"]
+    auth = properties["Auth"]
+    assert auth["DefaultAuthorizer"] == "ReviewerSignIn"
+    authorizer = auth["Authorizers"]["ReviewerSignIn"]
+    assert authorizer["UserPoolArn"] == {"Fn::GetAtt": ["ReviewerPool", "Arn"]}
+    assert authorizer["Identity"] == {"Header": "Authorization"}
+    # only the page's own files are public; every call it makes (queue, decisions, photos) needs the sign-in
+    for event in _api_events(functions, "ReviewApi"):
+        route = (event["Properties"]["Method"], event["Properties"]["Path"])
+        public = event["Properties"].get("Auth", {}).get("Authorizer") == "NONE"
+        assert public == (route in PAGE_FILES), route
+    # the page learns where to sign in from the stage (no cycle through the function's environment)
+    assert properties["Variables"] == {
+        "signInUrl": {"Fn::Sub": "https://${ReviewerPoolDomain}.auth.${AWS::Region}.amazoncognito.com"},
+        "signInClientId": {"Ref": "ReviewPageClient"},
+    }
+    assert len(properties["MethodSettings"]) == 1 and "ThrottlingRateLimit" in properties["MethodSettings"][0]
+
+
+def test_reviewers_are_added_by_an_admin_and_sign_in_with_pkce(resources: dict[str, dict[str, Any]]) -> None:
+    from refund_sorter.api.page import SIGN_IN_CLIENT_VARIABLE, SIGN_IN_URL_VARIABLE
+
+    assert {SIGN_IN_URL_VARIABLE, SIGN_IN_CLIENT_VARIABLE} == set(resources["ReviewApi"]["Properties"]["Variables"])
+    pool = resources["ReviewerPool"]["Properties"]
+    assert pool["AdminCreateUserConfig"]["AllowAdminCreateUserOnly"] is True
+    assert pool["Policies"]["PasswordPolicy"]["MinimumLength"] >= 12
+    assert resources["ReviewerPoolDomain"]["Properties"]["UserPoolId"] == {"Ref": "ReviewerPool"}
+    client = resources["ReviewPageClient"]["Properties"]
+    assert client["GenerateSecret"] is False, "a page cannot keep a secret: PKCE instead"
+    assert client["AllowedOAuthFlows"] == ["code"], "authorization code only (no implicit flow)"
+    assert client["AllowedOAuthFlowsUserPoolClient"] is True
+    assert "openid" in client["AllowedOAuthScopes"]
+    page = {"Fn::Sub": "https://${ReviewApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/${Stage}/review"}
+    assert client["CallbackURLs"] == [page]
+    assert client["LogoutURLs"] == [page]
 
 
 def test_iam_is_the_default_auth(template: dict[str, Any], resources: dict[str, dict[str, Any]]) -> None:
@@ -451,7 +523,14 @@ def test_every_function_has_an_errors_alarm(
 
 def test_outputs_for_integration_tests(template: dict[str, Any]) -> None:
     outputs = template["Outputs"]
-    for name in ("ApiUrl", "ImagesBucketName", "ResultsTableName", "IdempotencyTableName"):
+    for name in (
+        "ApiUrl",
+        "ImagesBucketName",
+        "ResultsTableName",
+        "IdempotencyTableName",
+        "ReviewPageUrl",
+        "ReviewerPoolId",
+    ):
         assert name in outputs
     for name in ("PredictFunctionName", "ClassifyChunkFunctionName", "OnUploadFunctionName", "NightlyStateMachineArn"):
         assert name in outputs
@@ -492,7 +571,7 @@ def test_api_sample_events_are_rest_proxy_events_for_real_routes(path: Path) -> 
         "isBase64Encoded",
     ):
         assert key in event, key
-    assert _route_of(event) in ROUTES
+    assert _route_of(event) in ROUTES | REVIEW_ROUTES
     context = event["requestContext"]
     assert {"requestId", "stage", "identity", "resourcePath", "httpMethod"} <= set(context)
     assert context["resourcePath"] == event["resource"] and context["httpMethod"] == event["httpMethod"]
@@ -502,7 +581,7 @@ def test_api_sample_events_are_rest_proxy_events_for_real_routes(path: Path) -> 
 
 def test_api_sample_events_cover_every_route() -> None:
     covered = {_route_of(json.loads(p.read_text(encoding="utf-8"))) for p in EVENTS.glob("api-*.json")}
-    assert covered == ROUTES
+    assert covered == ROUTES | REVIEW_ROUTES
 
 
 def test_env_file_points_at_the_local_stack(global_env: dict[str, Any]) -> None:

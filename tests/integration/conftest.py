@@ -1,12 +1,18 @@
-"""A moto server on 127.0.0.1 for the whole run, reset and rebuilt from infra/template.yaml for each test."""
+"""The one local stack of the run (``refund-sorter local``, started as a user starts it), reset and rebuilt from
+infra/template.yaml for each test.
+
+Integration tests talk to its moto server; the API tests start their own in-process API in front of it (they
+patch and inspect the handler), and the example notebook's test uses the stack's own API.
+"""
 
 from __future__ import annotations
 
-import socket
+import subprocess
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import boto3
 import pytest
@@ -15,36 +21,83 @@ from refund_sorter.config import Settings, get_settings
 from refund_sorter.storage.bucket import PhotoBucket
 from refund_sorter.storage.clients import reset_clients
 from refund_sorter.storage.dynamodb import DynamoResultStore
-from refund_sorter_cli.local_stack import create_resources, function_environment
+from refund_sorter.vision.sorter import get_sorter
+from refund_sorter_cli.local_stack import create_resources, function_environment, make_api_app
 from refund_sorter_cli.template import Template
+from tests.cli import CLI, clean_environment
+from tests.contract import CONTRACT_FIELDS  # noqa: F401 - re-exported: the API tests take it from here
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
 
-
-# design.md §3: the fields every Result carries (one DynamoDB item, one CSV row, one API body)
-CONTRACT_FIELDS = frozenset(
-    {"id", "source", "status", "prediction", "confidence", "label", "label_confidence", "top_k", "model_version",
-     "timestamp"}
-)  # fmt: skip
+# Long enough for a cold start on a busy 2-CPU machine; only ever reached when the stack is broken.
+STACK_START_LIMIT = 180.0
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+@dataclass(frozen=True)
+class RunningStack:
+    """``refund-sorter local`` in a child process, and what it printed for other shells to use."""
+
+    process: subprocess.Popen[bytes]
+    banner: str
+    log: Path
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """The ``export NAME=value`` lines of the banner."""
+        exports = (line.removeprefix("export ") for line in self.banner.splitlines() if line.startswith("export "))
+        return dict(line.split("=", 1) for line in exports)
+
+    @property
+    def moto_url(self) -> str:
+        return self.environment["AWS_ENDPOINT_URL"]
+
+    @property
+    def api_url(self) -> str:
+        return self.environment["REFUND_SORTER_API_URL"]
+
+
+def _banner(log: Path, process: subprocess.Popen[bytes]) -> str:
+    """Wait for the stack to print its banner (it does once both servers listen); fail if it dies first."""
+    deadline = time.monotonic() + STACK_START_LIMIT
+    while True:
+        text = log.read_text(encoding="utf-8", errors="replace")
+        if "export REFUND_SORTER_API_URL=" in text:
+            return text
+        if process.poll() is not None:
+            pytest.fail(f"refund-sorter local exited with {process.returncode}:\n{text}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"refund-sorter local printed no banner:\n{text}")
+        time.sleep(0.1)
 
 
 @pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    """The real ``refund-sorter local`` on ports the OS picks (``--moto-port 0 --api-port 0``), for the run."""
+    log = tmp_path_factory.mktemp("local-stack") / "stack.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(CLI), "local", "--moto-port", "0", "--api-port", "0"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=clean_environment(),
+        )
+    try:
+        yield RunningStack(process, _banner(log, process), log)
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
 
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+
+@pytest.fixture(scope="session")
+def moto_endpoint(local_stack: RunningStack) -> Iterator[str]:
+    """The stack's moto server, with this process's boto3 pointed at it."""
     patch = pytest.MonkeyPatch()
-    endpoint = f"http://127.0.0.1:{port}"
+    endpoint = local_stack.moto_url
     # Set before any client exists; with AWS_ENDPOINT_URL set, boto3 never reaches for real AWS.
     patch.setenv("AWS_ENDPOINT_URL", endpoint)
     patch.setenv("AWS_ACCESS_KEY_ID", "testing")
@@ -54,7 +107,6 @@ def moto_endpoint() -> Iterator[str]:
     reset_clients()
     yield endpoint
     patch.undo()
-    server.stop()
     reset_clients()
 
 
@@ -97,6 +149,8 @@ class LocalAws:
 @pytest.fixture
 def aws(moto_endpoint: str, template: Template, monkeypatch: pytest.MonkeyPatch) -> LocalAws:
     urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST"))
+    if get_sorter.cache_info().currsize:  # a head another test activated is gone with the reset tables: read anew
+        get_sorter().heads.forget()
     resources = create_resources(template)
     for key, value in function_environment(template, "PredictFunction").items():
         monkeypatch.setenv(key, value)
@@ -112,19 +166,37 @@ def aws(moto_endpoint: str, template: Template, monkeypatch: pytest.MonkeyPatch)
     )
 
 
+class StartApi(Protocol):
+    def __call__(self, prepare_event: Callable[[dict[str, Any]], None] | None = None) -> str: ...
+
+
 @pytest.fixture
-def photo_server() -> Iterator[str]:
-    """Serves the wheel photos (coffee.png, chelsea.png, …) on 127.0.0.1, on a port the OS chooses."""
-    import functools
-    import http.server
+def start_api(aws: LocalAws) -> Iterator[StartApi]:
+    """Starts the local API (the API Gateway stand-in and the real handler) on 127.0.0.1; returns its URL.
+    ``prepare_event`` adds to each event what API Gateway would (an authorizer's claims, stage variables)."""
     import threading
 
-    from refund_sorter_cli.samples import photo_path
+    from werkzeug.serving import make_server
 
-    folder = photo_path("skimage/coffee").parent
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    from refund_sorter.api.service import get_service
+
+    servers = []
+
+    def start(prepare_event: Callable[[dict[str, Any]], None] | None = None) -> str:
+        get_service.cache_clear()  # the service reads the table and bucket names of this test's stack
+        server = make_server("127.0.0.1", 0, make_api_app(aws.template, prepare_event), threaded=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_port}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+    get_service.cache_clear()
+
+
+@pytest.fixture
+def api(start_api: StartApi) -> str:
+    """The local API (the real predict handler behind the API Gateway stand-in) on this test's stack."""
+    return start_api()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from botocore.exceptions import ClientError
@@ -21,6 +22,12 @@ from refund_sorter_cli.stepfunctions import LocalLambdas
 from tests.integration.conftest import LocalAws
 from tests.integration.nightly import run_night, summary_of
 from tests.odd_images import odd_images
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from refund_sorter.config import Settings
+    from refund_sorter.jobs.report import BatchReport
 
 REAL = ["skimage/coffee", "skimage/chelsea", "skimage/astronaut", "sklearn/china", "matplotlib/grace_hopper"]
 
@@ -113,18 +120,49 @@ def test_time_budget_stops_cleanly_and_the_next_run_finishes(aws: LocalAws, sort
     assert aws.keys("incoming/") == []
 
 
+class MeetingBucket(PhotoBucket):
+    """A bucket whose listing waits, after its first photo, until the other run has got that far too.
+
+    So both runs are mid-run at once, whatever the scheduler does: if one could finish before the other
+    started, its wait would time out (BrokenBarrierError) and the test fail.
+    """
+
+    def __init__(self, settings: Settings, client: Any, barrier: threading.Barrier) -> None:
+        super().__init__(settings, client)
+        self.barrier = barrier
+        self.met = False
+
+    def incoming(self) -> Iterator[StoredPhoto]:
+        for position, stored in enumerate(super().incoming()):
+            yield stored
+            if position == 0:
+                self.barrier.wait()  # this run has taken a photo; do not take the next until the other has too
+                self.met = True
+
+
 def test_two_runs_at_once_store_each_photo_once(aws: LocalAws, sorter: Sorter) -> None:
     keys = upload_real_photos(aws)
-    reports = []
+    barrier = threading.Barrier(2, timeout=120)
+    buckets = [MeetingBucket(aws.settings, aws.s3, barrier) for _ in range(2)]
+    reports: list[BatchReport] = []
+    errors: list[BaseException] = []
 
-    def run() -> None:
-        reports.append(run_nightly(sorter, aws.store, PhotoBucket(aws.settings, aws.s3)))
+    def run(bucket: PhotoBucket) -> None:
+        try:
+            reports.append(run_nightly(sorter, aws.store, bucket))
+        except BaseException as exc:
+            errors.append(exc)
+            barrier.abort()  # never leave the other run waiting
 
-    threads = [threading.Thread(target=run) for _ in range(2)]
+    threads = [threading.Thread(target=run, args=(bucket,)) for bucket in buckets]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    # THEN the two runs overlapped (both passed the meeting point) ...
+    assert errors == []
+    assert all(bucket.met for bucket in buckets)
+    # ... and still each photo has one Result, was counted once, and was moved once
     assert len(aws.items()) == len(keys)
     assert sum(r.processed for r in reports) == len(keys)
     assert aws.keys("incoming/") == []

@@ -1,113 +1,22 @@
-"""The real console script, end to end: files and URLs in, Results out, exit status 1 on any failure."""
+"""The real console script against the local stack: ``local``, ``upload``, ``batch`` and ``export``."""
 
 from __future__ import annotations
 
-import json
 import os
+import shutil
 import subprocess
-import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from refund_sorter_cli.samples import photo_image, photo_path
-from tests.integration.conftest import CONTRACT_FIELDS, LocalAws
-from tests.odd_images import odd_images, with_orientation
+from refund_sorter_cli.samples import photo_path
+from tests.cli import CLI, clean_environment, run_cli
+from tests.integration.conftest import LocalAws, RunningStack
+from tests.results import a_result
 
-CLI = Path(sys.executable).with_name("refund-sorter")
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(CLI), *args], capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})}, check=False
-    )
-
-
-def results_of(completed: subprocess.CompletedProcess[str]) -> list[dict[str, object]]:
-    return [json.loads(line) for line in completed.stdout.splitlines() if line.strip()]
-
-
-def test_real_photo_and_broken_file(tmp_path: Path) -> None:
-    # GIVEN a real photo and a file that is not an image
-    broken = tmp_path / "broken.jpg"
-    broken.write_bytes(b"not an image")
-    # WHEN both are classified
-    completed = run_cli("classify", "--json", str(photo_path("skimage/coffee")), str(broken))
-    # THEN one Result per line, the photo classified, the broken one failed with a code, exit status 1
-    first, second = results_of(completed)
-    assert completed.returncode == 1
-    assert set(first) >= CONTRACT_FIELDS
-    assert first["label"] == "espresso"
-    assert isinstance(first["label_confidence"], float) and first["label_confidence"] > 0.9
-    assert second["status"] == "failed"
-    assert second["error"] == {"code": "not_an_image", "message": second["error"]["message"]}  # type: ignore[index]
-    assert "Traceback" not in completed.stderr
-
-
-def test_all_good_photos_exit_zero_and_print_a_table() -> None:
-    completed = run_cli("classify", str(photo_path("skimage/coffee")), str(photo_path("skimage/chelsea")))
-    assert completed.returncode == 0, completed.stderr
-    assert "espresso" in completed.stdout
-    assert "coffee.png" in completed.stdout
-
-
-def test_every_odd_image_gives_a_result_or_a_coded_failure(tmp_path: Path) -> None:
-    cases = odd_images()
-    for case in cases:
-        (tmp_path / case.filename).write_bytes(case.data)
-    completed = run_cli("classify", "--json", *(str(tmp_path / c.filename) for c in cases))
-    by_file = {Path(str(r["source"])).name: r for r in results_of(completed)}
-    assert completed.returncode == 1
-    assert "Traceback" not in completed.stderr
-    for case in cases:
-        result = by_file[case.filename]
-        if case.expect == "ok":
-            assert result["status"] in {"classified", "needs_review"}, case.name
-        else:
-            assert result["status"] == "failed", case.name
-            assert result["error"]["code"] == case.expect, case.name  # type: ignore[index]
-
-
-def test_missing_file_and_oversized_file(tmp_path: Path) -> None:
-    big = tmp_path / "big.jpg"
-    big.write_bytes(b"\xff\xd8\xff" + b"\0" * 2048)
-    completed = run_cli(
-        "classify", "--json", str(tmp_path / "nope.jpg"), str(big), env={"REFUND_SORTER_MAX_IMAGE_BYTES": "1024"}
-    )
-    missing, oversized = results_of(completed)
-    assert missing["error"]["code"] == "not_found"  # type: ignore[index]
-    assert oversized["error"]["code"] == "file_too_large"  # type: ignore[index]
-    assert completed.returncode == 1
-
-
-def test_exif_rotated_photo_keeps_its_label(tmp_path: Path) -> None:
-    coffee = photo_image("skimage/coffee")
-    for orientation in (1, 3, 6, 8):
-        (tmp_path / f"o{orientation}.jpg").write_bytes(with_orientation(coffee, orientation))
-    completed = run_cli("classify", "--json", *(str(tmp_path / f"o{o}.jpg") for o in (1, 3, 6, 8)))
-    assert {r["label"] for r in results_of(completed)} == {"espresso"}
-
-
-def test_url_is_fetched_when_the_local_setting_allows_loopback(photo_server: str) -> None:
-    completed = run_cli(
-        "classify", "--json", f"{photo_server}/coffee.png", env={"REFUND_SORTER_ALLOW_PRIVATE_URLS": "true"}
-    )
-    (result,) = results_of(completed)
-    assert completed.returncode == 0, completed.stderr
-    assert result["label"] == "espresso"
-    assert result["source"] == f"{photo_server}/coffee.png"
-
-
-def test_loopback_url_is_refused_by_default(photo_server: str) -> None:
-    completed = run_cli(
-        "classify", "--json", f"{photo_server}/coffee.png", env={"REFUND_SORTER_ALLOW_PRIVATE_URLS": "false"}
-    )
-    (result,) = results_of(completed)
-    assert completed.returncode == 1
-    assert result["error"]["code"] == "blocked_address"  # type: ignore[index]
+TODAY = datetime.now(UTC).date()
 
 
 def test_upload_batch_and_export_commands_against_the_moto_server(aws: LocalAws, tmp_path: Path) -> None:
-    from datetime import UTC, datetime
-
     photos = tmp_path / "photos"
     photos.mkdir()
     for name in ("skimage/coffee", "skimage/chelsea", "sklearn/flower"):
@@ -120,10 +29,94 @@ def test_upload_batch_and_export_commands_against_the_moto_server(aws: LocalAws,
     assert batch.returncode == 0, batch.stderr
     assert "classified 1, needs review 2, failed 0" in batch.stdout
     assert len(aws.items()) == 3
-    today = datetime.now(UTC).date().isoformat()
-    exported = run_cli("export", "--date", today, "--out", str(tmp_path / "day.csv"), env=env)
+    exported = run_cli("export", "--date", TODAY.isoformat(), "--out", str(tmp_path / "day.csv"), env=env)
     assert exported.returncode == 0, exported.stderr
     assert len((tmp_path / "day.csv").read_text(encoding="utf-8").splitlines()) == 4  # header + 3
     again = run_cli("batch", env=env)
     assert "classified 0, needs review 0, failed 0" in again.stdout
     assert len(aws.items()) == 3
+
+
+def test_upload_skips_what_is_not_a_photo_with_a_note(aws: LocalAws, tmp_path: Path) -> None:
+    # GIVEN a photo, a note and an HTML page saved as .jpg
+    shutil.copyfile(photo_path("skimage/camera"), tmp_path / "camera.png")
+    (tmp_path / "notes.txt").write_text("box 12 was damaged", encoding="utf-8")
+    (tmp_path / "page.jpg").write_text("<html>not a photo</html>", encoding="utf-8")
+    # WHEN the folder is uploaded THEN only the photo lands in incoming/, and the others are named with why
+    completed = run_cli("upload", str(tmp_path), env={"AWS_ENDPOINT_URL": aws.endpoint})
+    assert completed.returncode == 0, completed.stderr
+    assert aws.keys("incoming/") == ["incoming/camera.png"]
+    assert f"skipped {tmp_path / 'notes.txt'}: not a photo (.txt)" in completed.stderr
+    assert f"skipped {tmp_path / 'page.jpg'}: named .jpg but its bytes are not a" in completed.stderr
+    assert "1 photos uploaded" in completed.stdout
+    assert "2 other files skipped" in completed.stdout
+
+
+def test_a_large_folder_gets_a_progress_bar_instead_of_a_line_per_photo(aws: LocalAws, tmp_path: Path) -> None:
+    for i in range(30):
+        (tmp_path / f"photo-{i:02}.png").write_bytes(photo_path("skimage/camera").read_bytes())
+    completed = run_cli("upload", str(tmp_path), env={"AWS_ENDPOINT_URL": aws.endpoint})
+    assert completed.returncode == 0, completed.stderr
+    assert len(aws.keys("incoming/")) == 30
+    assert "uploading" in completed.stderr and "30/30" in completed.stderr
+    assert completed.stdout.splitlines() == [f"30 photos uploaded to s3://{aws.settings.bucket}/incoming/"]
+
+
+def store_results(aws: LocalAws, count: int, day: datetime) -> None:
+    for i in range(count):
+        source = f"s3://{aws.settings.bucket}/processed/{i}.jpg"
+        aws.store.add(a_result(id=f"result-{i:04}", source=source, timestamp=day))
+
+
+def test_export_takes_today_and_yesterday(aws: LocalAws) -> None:
+    store_results(aws, 2, datetime.now(UTC) - timedelta(days=1))
+    env = {"AWS_ENDPOINT_URL": aws.endpoint}
+    yesterday = run_cli("export", "--date", "yesterday", env=env)
+    today = run_cli("export", "--date", "today", env=env)
+    assert yesterday.returncode == today.returncode == 0, yesterday.stderr + today.stderr
+    assert len(yesterday.stdout.splitlines()) == 3  # header + 2
+    assert len(today.stdout.splitlines()) == 1  # header only
+
+
+def test_export_into_a_pipe_closed_early_is_quiet(aws: LocalAws) -> None:
+    # GIVEN a day with more rows than a reader wants, like `refund-sorter export | head -1`
+    store_results(aws, 50, datetime.now(UTC))
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has gone before the first row is written
+    try:
+        completed = subprocess.run(
+            [str(CLI), "export", "--date", TODAY.isoformat()],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "AWS_ENDPOINT_URL": aws.endpoint},
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    # THEN no traceback and no "Exception ignored" complaint, just a non-zero status for the lost output
+    assert completed.stderr == ""
+    assert completed.returncode == 1
+
+
+def test_local_prints_a_block_another_shell_can_paste(local_stack: RunningStack, tmp_path: Path) -> None:
+    # GIVEN nothing but what `refund-sorter local` printed (a fresh shell: no AWS or refund-sorter settings)
+    env = clean_environment(**local_stack.environment)
+    assert {"AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"} <= set(env)
+    assert f"{local_stack.api_url}/review" in local_stack.banner
+
+    # WHEN the AWS CLI uses it THEN it reaches the stack's bucket and results table
+    def aws_cli(*args: str) -> str:
+        completed = subprocess.run(
+            [str(CLI.with_name("aws")), *args], env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+        assert completed.returncode == 0, completed.stderr
+        return completed.stdout
+
+    shutil.copyfile(photo_path("skimage/camera"), tmp_path / "camera.png")
+    uri = f"s3://{env['REFUND_SORTER_BUCKET']}/incoming/pasted-block-test.png"
+    aws_cli("s3", "cp", str(tmp_path / "camera.png"), uri, "--only-show-errors")
+    aws_cli("s3", "rm", uri, "--only-show-errors")
+    table = env["REFUND_SORTER_TABLE"]
+    assert "ACTIVE" in aws_cli("dynamodb", "describe-table", "--table-name", table, "--query", "Table.TableStatus")

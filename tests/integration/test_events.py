@@ -42,7 +42,7 @@ def test_api_events_in_the_order_a_user_would_send_them(aws: LocalAws, monkeypat
     assert api(aws, "api-post-prediction-base64.json")["statusCode"] == 201
     for name in ("api-list-predictions.json", "api-get-export.json", "api-list-departments.json", "api-swagger.json"):
         assert api(aws, name)["statusCode"] == 200, name
-    assert api(aws, "api-bad-json.json")["statusCode"] == 422
+    assert api(aws, "api-bad-json.json")["statusCode"] == 400  # not JSON: invalid_json
     # the URL sample names example.com: offline, its name does not resolve, and the client is told so
     monkeypatch.setattr(socket, "getaddrinfo", _no_dns)
     refused = api(aws, "api-post-prediction-url.json")

@@ -6,16 +6,20 @@ incoming/ for the next run. After the next run every photo has exactly one Resul
 
 from __future__ import annotations
 
+import io
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from botocore.awsrequest import AWSResponse, HTTPHeaders
+from botocore.exceptions import ClientError
 
 from refund_sorter.config import get_settings
+from refund_sorter.errors import StorageError
 from refund_sorter.jobs.nightly import run_nightly
-from refund_sorter.storage.bucket import PhotoBucket
+from refund_sorter.storage.bucket import ArchivedCopy, PhotoBucket, StoredPhoto
 from refund_sorter.storage.clients import dynamodb_client, reset_clients, s3_client
 from refund_sorter.storage.dynamodb import DynamoResultStore
 from refund_sorter.vision.sorter import Sorter
@@ -58,6 +62,19 @@ class Injector:
             self.injected += 1
             return fault(self.status, self.code, self.json_body)
         return None
+
+
+@contextmanager
+def failing(client: Any, operation: str, when: Callable[[Any], bool] = lambda r: True) -> Iterator[Injector]:
+    """Every matching ``operation`` of ``client`` fails with a 500 (past any retries) inside the block."""
+    service = client.meta.service_model.service_name
+    json_body = service == "dynamodb"
+    injector = Injector(10_000, 500, "InternalServerError" if json_body else "InternalError", json_body, when)
+    client.meta.events.register(f"before-send.{service}.{operation}", injector)
+    try:
+        yield injector
+    finally:
+        client.meta.events.unregister(f"before-send.{service}.{operation}", injector)
 
 
 @pytest.fixture
@@ -107,12 +124,10 @@ def test_persistent_s3_errors_defer_the_photo_to_the_next_run(
 ) -> None:
     store, bucket = stack_with(aws, clients)
     upload_real_photos(aws)
-    broken = Injector(10_000, 500, "InternalError", False, lambda r: b"coffee" in r.url.encode())
-    clients[0].meta.events.register("before-send.s3.GetObject", broken)
-    first = run_nightly(sorter, store, bucket)
+    with failing(clients[0], "GetObject", lambda r: b"coffee" in r.url.encode()):
+        first = run_nightly(sorter, store, bucket)
     assert first.deferred == 1 and first.processed == len(REAL) - 1
     assert [k for k in aws.keys("incoming/") if "coffee" in k]
-    clients[0].meta.events.unregister("before-send.s3.GetObject", broken)
     second = run_nightly(sorter, store, bucket)
     assert second.processed == 1
     assert sorted(results_per_photo(aws).values()) == [1] * len(REAL)
@@ -122,31 +137,91 @@ def test_persistent_s3_errors_defer_the_photo_to_the_next_run(
 def test_persistent_dynamodb_errors_lose_nothing(aws: LocalAws, sorter: Sorter, clients: tuple[Any, Any]) -> None:
     store, bucket = stack_with(aws, clients)
     upload_real_photos(aws)
-    down = Injector(10_000, 500, "InternalServerError", True, lambda r: True)
-    clients[1].meta.events.register("before-send.dynamodb.PutItem", down)
-    first = run_nightly(sorter, store, bucket)
+    with failing(clients[1], "PutItem"):
+        first = run_nightly(sorter, store, bucket)
     # every photo stays in incoming/ (nothing is moved before its Result is stored)
     assert first.deferred == len(REAL)
     assert len(aws.keys("incoming/")) == len(REAL)
-    clients[1].meta.events.unregister("before-send.dynamodb.PutItem", down)
     second = run_nightly(sorter, store, bucket)
     assert second.processed == len(REAL)
     assert sorted(results_per_photo(aws).values()) == [1] * len(REAL)
 
 
-def test_failing_archive_copy_is_finished_by_the_next_run(
+def test_failing_archive_copy_leaves_the_photo_for_the_next_run(
     aws: LocalAws, sorter: Sorter, clients: tuple[Any, Any]
 ) -> None:
     store, bucket = stack_with(aws, clients)
     upload_real_photos(aws)
-    broken = Injector(10_000, 500, "InternalError", False, lambda r: True)
-    clients[0].meta.events.register("before-send.s3.CopyObject", broken)
-    first = run_nightly(sorter, store, bucket)
+    with failing(clients[0], "CopyObject"):
+        first = run_nightly(sorter, store, bucket)
+    # the Result is stored only once the copy it names exists
     assert first.deferred == len(REAL)
-    assert len(aws.items()) == len(REAL)  # Results stored; photos still in incoming/
+    assert aws.items() == []
     assert len(aws.keys("incoming/")) == len(REAL)
-    clients[0].meta.events.unregister("before-send.s3.CopyObject", broken)
+    second = run_nightly(sorter, store, bucket)
+    assert second.processed == len(REAL)
+    assert aws.keys("incoming/") == [] and len(aws.keys("processed/")) == len(REAL)
+    assert sorted(results_per_photo(aws).values()) == [1] * len(REAL)
+
+
+def test_failing_delete_of_the_original_is_finished_by_the_next_run(
+    aws: LocalAws, sorter: Sorter, clients: tuple[Any, Any]
+) -> None:
+    store, bucket = stack_with(aws, clients)
+    upload_real_photos(aws)
+    with failing(clients[0], "DeleteObject"):
+        first = run_nightly(sorter, store, bucket)
+    assert first.deferred == len(REAL)
+    # Results stored, naming the copies in processed/; the originals still wait in incoming/
+    assert len(aws.keys("incoming/")) == len(REAL) and len(aws.keys("processed/")) == len(REAL)
+    assert {item["photo_key"]["S"] for item in aws.items()} == set(aws.keys("processed/"))
+    assert any("could not delete" in error for error in first.errors)  # a StorageError, not a raw ClientError
     second = run_nightly(sorter, store, bucket)
     assert second.already_done == len(REAL) and second.processed == 0
     assert aws.keys("incoming/") == [] and len(aws.keys("processed/")) == len(REAL)
     assert sorted(results_per_photo(aws).values()) == [1] * len(REAL)
+
+
+def test_a_dynamodb_fault_on_already_done_defers_that_photo_and_the_export_is_still_written(
+    aws: LocalAws, sorter: Sorter, clients: tuple[Any, Any]
+) -> None:
+    store, bucket = stack_with(aws, clients)
+    keys = upload_real_photos(aws)
+    (coffee,) = [key for key in keys if "coffee" in key]
+    coffee_id = bucket.head(coffee).result_id
+    # GIVEN DynamoDB failing, past every retry, each time the job asks whether coffee is already done
+    with failing(clients[1], "GetItem", lambda r: coffee_id.encode() in r.body) as down:
+        # WHEN the nightly job runs THEN only that photo waits, and the night's export is written all the same
+        first = run_nightly(sorter, store, bucket)
+    assert down.injected > 0
+    assert (first.deferred, first.processed) == (1, len(REAL) - 1)
+    assert aws.keys("incoming/") == [coffee]
+    assert first.export_key is not None and first.export_rows == len(REAL) - 1
+    second = run_nightly(sorter, store, bucket)
+    assert second.processed == 1 and second.export_rows == len(REAL)
+    assert sorted(results_per_photo(aws).values()) == [1] * len(REAL)
+
+
+@pytest.mark.parametrize(
+    ("operation", "call"),
+    [
+        ("ListObjectsV2", lambda bucket, photo: list(bucket.incoming())),
+        ("HeadObject", lambda bucket, photo: bucket.head(photo.key)),
+        ("HeadObject", lambda bucket, photo: bucket.copy_to_archive(photo, "an-id")),
+        ("CopyObject", lambda bucket, photo: bucket.copy_to_archive(photo, "an-id")),
+        ("DeleteObject", lambda bucket, photo: bucket.delete_original(ArchivedCopy(photo, "processed/x", None))),
+        ("PutObject", lambda bucket, photo: bucket.put_export("exports/2026-11-25.csv", io.BytesIO(b"a,b\r\n"))),
+        ("PutObject", lambda bucket, photo: bucket.put_upload("an-id", b"\x89PNG", "png", "image/png")),
+    ],
+    ids=["list", "head", "head-before-copy", "copy", "delete", "put-export", "put-upload"],
+)
+def test_bucket_faults_leave_as_storage_errors(
+    aws: LocalAws, clients: tuple[Any, Any], operation: str, call: Callable[[PhotoBucket, StoredPhoto], object]
+) -> None:
+    _, bucket = stack_with(aws, clients)
+    (key, *_) = upload_real_photos(aws)
+    photo = bucket.head(key)
+    with failing(clients[0], operation) as broken, pytest.raises(StorageError) as raised:
+        call(bucket, photo)
+    assert broken.injected > 0
+    assert isinstance(raised.value.__cause__, ClientError)  # what botocore raised, kept as the cause

@@ -6,7 +6,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
+from onnx import numpy_helper
 
 from refund_sorter.config import DATA_DIR
 from refund_sorter.vision.classifier import Classifier, softmax
@@ -26,7 +29,7 @@ def golden() -> dict[str, np.ndarray]:
 def test_onnx_logits_match_the_pytorch_reference(sorter: Sorter, golden: dict[str, np.ndarray]) -> None:
     # GIVEN the exact pixels the reference saw WHEN the ONNX model runs on them
     session = sorter.classifier.session
-    (logits,) = session.run(None, {session.get_inputs()[0].name: to_model_input(list(golden["pixels"]))})
+    (logits,) = session.run(["logits"], {session.get_inputs()[0].name: to_model_input(list(golden["pixels"]))})
     # THEN the logits agree to well within float32 noise and the ranking is the same
     assert len(golden["names"]) >= 5
     assert float(np.abs(logits - golden["logits"]).max()) < 1e-3
@@ -67,3 +70,50 @@ def test_softmax_is_stable_for_large_logits() -> None:
     probabilities = softmax(np.array([[1000.0, 1000.0, -1000.0]], dtype=np.float32))
     assert probabilities.sum() == pytest.approx(1.0)
     assert probabilities[0, 0] == pytest.approx(0.5)
+
+
+# ------------------------------------------------------------------------------------------ the embeddings output
+
+
+def _final_gemm(proto: onnx.ModelProto) -> onnx.NodeProto:
+    (gemm,) = [node for node in proto.graph.node if "logits" in node.output]
+    return gemm
+
+
+def test_the_embeddings_output_leaves_the_logits_bit_identical(golden: dict[str, np.ndarray]) -> None:
+    # GIVEN the shipped graph and the same graph with only its logits output (as it was before the edit)
+    proto = onnx.load(str(DATA_DIR / "efficientnet_lite0.onnx"))
+    assert [o.name for o in proto.graph.output] == ["logits", "embeddings"]
+    logits_only = onnx.ModelProto()
+    logits_only.CopyFrom(proto)
+    logits_only.graph.output.pop()
+    batch = to_model_input(list(golden["pixels"]))
+    # WHEN both run on the golden pixels
+    both = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    single = ort.InferenceSession(logits_only.SerializeToString(), providers=["CPUExecutionProvider"])
+    logits, embeddings = both.run(["logits", "embeddings"], {"images": batch})
+    (alone,) = single.run(["logits"], {"images": batch})
+    # THEN the logits are the very same bits, and still match the PyTorch reference
+    assert np.array_equal(logits, alone)
+    assert float(np.abs(logits - golden["logits"]).max()) < 1e-3
+    assert embeddings.shape == (len(batch), 1280)
+
+
+def test_the_embeddings_are_what_the_last_layer_reads(sorter: Sorter, golden: dict[str, np.ndarray]) -> None:
+    # GIVEN the final Gemm's weights, read from the graph itself
+    proto = onnx.load(str(DATA_DIR / "efficientnet_lite0.onnx"))
+    gemm = _final_gemm(proto)
+    assert gemm.op_type == "Gemm" and gemm.input[0] == "embeddings"
+    weights = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    w, b = weights[gemm.input[1]], weights[gemm.input[2]]
+    trans_b = next((a.i for a in gemm.attribute if a.name == "transB"), 0)
+    # WHEN the classifier returns both outputs for the golden pixels
+    session = sorter.classifier.session
+    logits, embeddings = session.run(["logits", "embeddings"], {"images": to_model_input(list(golden["pixels"]))})
+    output = sorter.classifier.run(to_model_input(list(golden["pixels"])))
+    # THEN embeddings @ W.T + b gives the logits, and they are the features PyTorch's last layer read
+    recomputed = embeddings @ (w.T if trans_b else w) + b
+    assert float(np.abs(recomputed - logits).max()) < 1e-4
+    assert float(np.abs(embeddings - golden["embeddings"]).max()) < 1e-3
+    assert output.embeddings is not None and np.array_equal(output.embeddings, embeddings)
+    assert np.allclose(output.probabilities, softmax(logits))

@@ -7,7 +7,8 @@ Run from the repository root with the model venv (see ``requirements.txt``)::
 Writes into ``layers/model/refund_sorter/data/``:
 
 * ``efficientnet_lite0.onnx``: fp32, opset 18, one self-contained file; input ``images`` ``float32[batch,3,224,224]``
-  (already normalised, ``(x - 127) / 128``), output ``logits`` ``float32[batch,1000]`` (no softmax).
+  (already normalised, ``(x - 127) / 128``), outputs ``logits`` ``float32[batch,1000]`` (no softmax) and
+  ``embeddings`` ``float32[batch,1280]``, the pooled features the last layer reads (``expose_embeddings.py``).
 * ``model.json``: name, version (sha256 prefix of the ONNX file), source, licence, input recipe, opset.
 
 The file is byte-for-byte reproducible with the pinned packages: the exporter's per-node debug metadata (which
@@ -32,8 +33,14 @@ import torch
 
 try:  # run as a module from the repository root: python -m tools.model.export_model
     from tools.model import reference as ref
+    from tools.model.expose_embeddings import EMBEDDINGS, expose_embeddings, update_model_card
 except ModuleNotFoundError:  # run as a file: python tools/model/export_model.py (its folder is on sys.path)
     import reference as ref  # type: ignore[import-not-found, no-redef]
+    from expose_embeddings import (  # type: ignore[import-not-found, no-redef]
+        EMBEDDINGS,
+        expose_embeddings,
+        update_model_card,
+    )
 
 OPSET = 18
 INPUT_NAME = "images"
@@ -113,7 +120,8 @@ def check_interface(proto: onnx.ModelProto) -> None:
     inputs = [(value.name, shape(value)) for value in proto.graph.input]
     outputs = [(value.name, shape(value)) for value in proto.graph.output]
     size = ref.INPUT_SIZE
-    if inputs != [(INPUT_NAME, [BATCH_DIM, 3, size, size])] or outputs != [(OUTPUT_NAME, [BATCH_DIM, ref.NUM_CLASSES])]:
+    expected = [(OUTPUT_NAME, [BATCH_DIM, ref.NUM_CLASSES]), (EMBEDDINGS, [BATCH_DIM, ref.NUM_FEATURES])]
+    if inputs != [(INPUT_NAME, [BATCH_DIM, 3, size, size])] or outputs != expected:
         raise RuntimeError(f"unexpected interface: inputs {inputs}, outputs {outputs}")
 
 
@@ -193,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     export_seconds = time.perf_counter() - started
 
     strip_debug_info(proto)
+    expose_embeddings(proto)
     check_interface(proto)
     # Write beside the target, then rename: a crash never leaves a half-written model for the runtime to load.
     partial = onnx_path.with_suffix(".onnx.partial")
@@ -203,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
 
     card = model_card(onnx_path, OPSET)
     write_json(output_dir / ref.MODEL_JSON_PATH.name, card)
+    card = update_model_card(onnx_path)  # the outputs, as expose_embeddings.py alone would write them
 
     print(f"exporter:      {exporter} (torch {torch.__version__}, onnx {onnx.__version__}, opset {OPSET})")
     print(f"export time:   {export_seconds:.1f} s")

@@ -5,7 +5,8 @@ Run from the repository root with the model venv::
     .venv-model/bin/python tools/model/record_golden.py
 
 Writes ``tests/fixtures/golden/golden.npz`` (``names`` str[N], ``pixels`` uint8[N,224,224,3], ``logits``
-float32[N,1000], ``sizes`` int32[N,2] as (width, height), ``crop_boxes`` int32[N,4] as PIL boxes) and
+float32[N,1000], ``embeddings`` float32[N,1280] (what the final linear layer reads), ``sizes`` int32[N,2] as
+(width, height), ``crop_boxes`` int32[N,4] as PIL boxes) and
 ``golden.json`` (per photo: source, size, mode, crop box, top-5 labels with softmax probabilities).
 
 The pixels are stored after crop and resize, before normalisation, so tests of the ONNX file need neither the
@@ -35,14 +36,20 @@ except ModuleNotFoundError:  # run as a file: python tools/model/record_golden.p
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
-def reference_logits(pixels: np.ndarray) -> np.ndarray:
-    """PyTorch logits for ``uint8[N,224,224,3]`` crops, one photo at a time (batch-size independent)."""
+def reference_outputs(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """PyTorch logits and pooled features for ``uint8[N,224,224,3]`` crops, one photo at a time.
+
+    The features are the input of the final linear layer (``_fc``), caught with a forward hook.
+    """
     model = ref.build_model()
+    caught: list[np.ndarray] = []
+    hook = model._fc.register_forward_hook(lambda _module, inputs, _output: caught.append(inputs[0].numpy()[0]))
     rows = []
     with torch.no_grad():
         for crop in pixels:
             rows.append(model(torch.from_numpy(ref.normalise(crop[None]))).numpy()[0])
-    return np.stack(rows).astype(np.float32)
+    hook.remove()
+    return np.stack(rows).astype(np.float32), np.stack(caught).astype(np.float32)
 
 
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -83,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     loaded = [ref.load_photo(photo) for photo in ref.PHOTOS]
     pixels = np.stack([crop for crop, _, _ in loaded])
     sizes = np.array([size for _, size, _ in loaded], dtype=np.int32)
-    logits = reference_logits(pixels)
+    logits, embeddings = reference_outputs(pixels)
     labels = ref.load_labels()
 
     save_npz(
@@ -92,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             "names": np.array([photo.name for photo in ref.PHOTOS]),
             "pixels": pixels,
             "logits": logits,
+            "embeddings": embeddings,
             "sizes": sizes,
             "crop_boxes": np.array([ref.crop_box(*size) for size in sizes.tolist()], dtype=np.int32),
         },

@@ -46,6 +46,7 @@ CROP_FRACTION: Final = 224 / 256
 PIXEL_MEAN: Final = 127.0
 PIXEL_SCALE: Final = 128.0
 NUM_CLASSES: Final = 1000
+NUM_FEATURES: Final = 1280  # the pooled features the final linear layer reads (the ONNX "embeddings" output)
 
 
 @dataclass(frozen=True)

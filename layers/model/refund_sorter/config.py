@@ -44,6 +44,14 @@ class Settings(BaseSettings):
     processed_prefix: str = "processed/"
     failed_prefix: str = "failed/"
     exports_prefix: str = "exports/"
+    uploads_prefix: str = Field(
+        "uploads/", description="Where the API keeps the photos it was sent or fetched, as <result id>.<ext>"
+    )
+    thumbnails_prefix: str = "thumbnails/"
+    thumbnail_side: int = Field(
+        512, ge=0, le=2048, description="Long side of the JPEG thumbnail a reviewer sees; 0 = no thumbnails"
+    )
+    photo_link_seconds: int = Field(900, ge=60, le=3600, description="How long a presigned photo link works")
     endpoint_url: str = Field(
         "", description="AWS endpoint for S3 and DynamoDB (a moto server for `sam local invoke`); empty = AWS"
     )
@@ -60,6 +68,21 @@ class Settings(BaseSettings):
     )
     run_lease_seconds: int = Field(
         21_600, gt=0, description="How long a nightly run holds its lease unless it releases it (its time limit)"
+    )
+    # Custom departments (refund_sorter.heads): trained heads, the ACTIVE pointer, kept features
+    models_table: str = Field("", description="DynamoDB table with the ACTIVE model pointer; empty = no heads")
+    models_prefix: str = "models/"
+    embeddings_prefix: str = "embeddings/"
+    labelled_prefix: str = "labelled/"
+    head_pointer_ttl_seconds: float = Field(
+        60.0, ge=0, description="How long a running function trusts its read of the ACTIVE model pointer"
+    )
+    target_precision: float = Field(
+        0.98, gt=0, le=1, description="Training picks the auto-sort threshold so auto-sorted photos reach this"
+    )
+    min_photos_per_department: int = Field(10, ge=2, description="Training refuses departments with fewer photos")
+    not_a_product_gate: float = Field(
+        0.5, gt=0, le=1, description="With a head: at or above this ImageNet not-a-product probability, review"
     )
 
 

@@ -11,6 +11,8 @@ from enum import StrEnum
 
 
 class ErrorCode(StrEnum):
+    """Why something was refused: stable, machine-readable; the message next to it is for people."""
+
     # The photo itself
     EMPTY_FILE = "empty_file"
     NOT_AN_IMAGE = "not_an_image"
@@ -29,12 +31,20 @@ class ErrorCode(StrEnum):
     BAD_CONTENT_TYPE = "bad_content_type"
     NOT_FOUND = "not_found"
     # The request itself
+    INVALID_JSON = "invalid_json"
     INVALID_REQUEST = "invalid_request"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
     REQUEST_IN_PROGRESS = "request_in_progress"
+    # A person's decision (the review loop)
+    REVIEW_CONFLICT = "review_conflict"  # the Result changed since the reviewer saw it: someone decided first
+    NOT_REVIEWABLE = "not_reviewable"  # a failed Result: no prediction, nothing to decide on
+    NOTHING_TO_UNDO = "nothing_to_undo"
+    NOT_YOUR_DECISION = "not_your_decision"  # only the person who decided may take it back
     # Storage and the model: ours, not the client's
     STORAGE_ERROR = "storage_error"
     MODEL_ERROR = "model_error"
+    INTERNAL_ERROR = "internal_error"  # a bug of ours: logged, never a stack trace to the client
 
 
 class RefundSorterError(Exception):
@@ -83,3 +93,8 @@ class ConflictError(RefundSorterError):
 
     def __init__(self, message: str) -> None:
         super().__init__(ErrorCode.REQUEST_IN_PROGRESS, message)
+
+
+class ReviewError(RefundSorterError):
+    """A decision that cannot be recorded as asked: someone decided first, a failed Result, an undo of nothing or
+    of someone else's decision. Nothing was written."""

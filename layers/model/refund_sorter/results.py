@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
@@ -60,6 +60,16 @@ class Review(BaseModel):
     at: UtcTimestamp = Field(default_factory=utc_now)
 
 
+class ReviewEvent(BaseModel):
+    """One line of a Result's review history: a decision, or the taking back of one. The history only grows, so
+    no decision is ever lost, even an undone or overruled one."""
+
+    action: Literal["decided", "undone"]
+    department: str = Field(description="The department chosen (decided) or taken back (undone)")
+    by: str
+    at: UtcTimestamp = Field(default_factory=utc_now)
+
+
 class ResultError(BaseModel):
     code: str = Field(description="Stable machine-readable reason, e.g. corrupt_image")
     message: str = Field(description="What went wrong, for people")
@@ -84,13 +94,21 @@ class Result(BaseModel):
     model_version: str
     timestamp: UtcTimestamp = Field(default_factory=utc_now)
     error: ResultError | None = Field(None, description="Only for status failed")
-    review_reason: ReviewReason | None = Field(None, description="Why it needs review (status needs_review)")
+    review_reason: ReviewReason | None = Field(
+        None, description="Why a person was asked (status needs_review; kept once reviewed, for the review rate)"
+    )
     department: str | None = Field(
         None,
         description="Where the item goes now: the person's decision when reviewed, the prediction when classified, "
         "empty while needs_review or failed",
     )
     review: Review | None = Field(None, description="The person's decision, once one was made")
+    review_history: list[ReviewEvent] = Field(
+        default_factory=list, description="Every decision and undo on this Result, oldest first"
+    )
+    revision: int = Field(
+        0, ge=0, description="Counts the decisions and undos; a PATCH that names it only applies to that revision"
+    )
     photo_key: str | None = Field(
         None, description="Where the photo is kept now, in the images bucket (processed/, failed/, uploads/)"
     )

@@ -1,7 +1,15 @@
 """How refusals become HTTP answers: the one place the API's error policy lives.
 
-What the client sent is always a 4xx with ``{"error": {"code", "message"}}``; only our own failures (storage,
-the model) are 5xx, and never with a stack trace.
+Every answer that is not a success is ``{"error": {"code", "message"}}`` (:class:`~refund_sorter.api.schemas.ErrorBody`)
+with a code from :class:`~refund_sorter.errors.ErrorCode`, and each code always comes with the same status:
+
+- 400 ``invalid_json``: we could not read the body at all (not JSON, not UTF-8);
+- 415 ``unsupported_media_type``: the body is not ``application/json``;
+- 422: we read the request and refuse what it says (``invalid_request`` for a field, a parameter or a date,
+  the photo's and the URL's own codes for a photo we cannot classify, ``idempotency_key_reused``);
+- 404 ``not_found``, 409 ``request_in_progress``, 413 ``file_too_large``;
+- 5xx only for our own failures: 503 storage or model (worth a retry), 500 ``internal_error`` (a bug; logged),
+  never with a stack trace.
 """
 
 from __future__ import annotations
@@ -12,38 +20,143 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import Response, content_types
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+    ResponseValidationError,
+)
 
-from refund_sorter.errors import ErrorCode, FetchError, ImageError, RefundSorterError
+from refund_sorter.api.schemas import ErrorBody, ErrorDetail
+from refund_sorter.errors import (
+    ConflictError,
+    ErrorCode,
+    FetchError,
+    ImageError,
+    InvalidRequestError,
+    NotFoundError,
+    RefundSorterError,
+)
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
     from aws_lambda_powertools.event_handler.api_gateway import ApiGatewayResolver
 
 logger = Logger(child=True)
 
-# What the client gets for each refusal; anything about the photo or the URL it named is 422.
-STATUS_BY_CODE = {
-    ErrorCode.NOT_FOUND: HTTPStatus.NOT_FOUND,
-    ErrorCode.INVALID_REQUEST: HTTPStatus.BAD_REQUEST,
-    ErrorCode.FILE_TOO_LARGE: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+# The photo, or the URL that names it, cannot be classified: what the client sent, so 422, never a 5xx.
+PHOTO_CODES = (
+    ErrorCode.EMPTY_FILE,
+    ErrorCode.NOT_AN_IMAGE,
+    ErrorCode.CORRUPT_IMAGE,
+    ErrorCode.UNSUPPORTED_FORMAT,
+    ErrorCode.PROCESSING_CRASHED,
+    ErrorCode.DECOMPRESSION_BOMB,
+    ErrorCode.INVALID_URL,
+    ErrorCode.BLOCKED_ADDRESS,
+    ErrorCode.FETCH_TIMEOUT,
+    ErrorCode.FETCH_FAILED,
+    ErrorCode.UPSTREAM_STATUS,
+    ErrorCode.TOO_MANY_REDIRECTS,
+    ErrorCode.BAD_CONTENT_TYPE,
+)
+
+# Every code's status. Complete over ErrorCode (a unit test holds it so): a new code needs a decision here.
+STATUS_BY_CODE: dict[ErrorCode, HTTPStatus] = {
+    **dict.fromkeys(PHOTO_CODES, HTTPStatus.UNPROCESSABLE_ENTITY),
+    ErrorCode.INVALID_REQUEST: HTTPStatus.UNPROCESSABLE_ENTITY,
     ErrorCode.IDEMPOTENCY_KEY_REUSED: HTTPStatus.UNPROCESSABLE_ENTITY,
+    ErrorCode.INVALID_JSON: HTTPStatus.BAD_REQUEST,
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+    ErrorCode.NOT_FOUND: HTTPStatus.NOT_FOUND,
     ErrorCode.REQUEST_IN_PROGRESS: HTTPStatus.CONFLICT,
+    ErrorCode.FILE_TOO_LARGE: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    ErrorCode.STORAGE_ERROR: HTTPStatus.SERVICE_UNAVAILABLE,
+    ErrorCode.MODEL_ERROR: HTTPStatus.SERVICE_UNAVAILABLE,
+    ErrorCode.INTERNAL_ERROR: HTTPStatus.INTERNAL_SERVER_ERROR,
+    ErrorCode.REVIEW_CONFLICT: HTTPStatus.CONFLICT,
+    ErrorCode.NOT_REVIEWABLE: HTTPStatus.CONFLICT,
+    ErrorCode.NOTHING_TO_UNDO: HTTPStatus.CONFLICT,
+    ErrorCode.NOT_YOUR_DECISION: HTTPStatus.FORBIDDEN,
 }
 
-
-def error_response(status: HTTPStatus, code: str, message: str) -> Response[dict[str, Any]]:
-    return Response(
-        status_code=status,
-        content_type=content_types.APPLICATION_JSON,
-        body={"error": {"code": code, "message": message}},
-    )
+# For a code raised before anyone decided its status above: the kind of error still says whose mistake it is.
+_STATUS_BY_KIND: tuple[tuple[type[RefundSorterError], HTTPStatus], ...] = (
+    (ImageError, HTTPStatus.UNPROCESSABLE_ENTITY),
+    (FetchError, HTTPStatus.UNPROCESSABLE_ENTITY),
+    (InvalidRequestError, HTTPStatus.UNPROCESSABLE_ENTITY),
+    (NotFoundError, HTTPStatus.NOT_FOUND),
+    (ConflictError, HTTPStatus.CONFLICT),
+)
 
 
 def status_for(exc: RefundSorterError) -> HTTPStatus:
-    status = STATUS_BY_CODE.get(exc.code)
-    if status is None and isinstance(exc, ImageError | FetchError):
-        return HTTPStatus.UNPROCESSABLE_ENTITY
-    return status or HTTPStatus.SERVICE_UNAVAILABLE  # storage or model: ours, not the client's
+    """The HTTP status of a refusal: by its code, else by its kind; unknown failures are ours (503)."""
+    if exc.code in STATUS_BY_CODE:
+        return STATUS_BY_CODE[exc.code]
+    kind = next((status for kind, status in _STATUS_BY_KIND if isinstance(exc, kind)), None)
+    return kind or HTTPStatus.SERVICE_UNAVAILABLE
+
+
+def codes_for(status: HTTPStatus) -> list[ErrorCode]:
+    """The codes an answer with this status can carry, in ErrorCode's order."""
+    return [code for code in ErrorCode if STATUS_BY_CODE.get(code) == status]
+
+
+def error_body(code: ErrorCode, message: str) -> dict[str, Any]:
+    return ErrorBody(error=ErrorDetail(code=code, message=message)).model_dump(mode="json")
+
+
+def error_response(code: ErrorCode, message: str) -> Response[dict[str, Any]]:
+    """The answer for a refusal: the code decides the status."""
+    return Response(
+        status_code=STATUS_BY_CODE[code], content_type=content_types.APPLICATION_JSON, body=error_body(code, message)
+    )
+
+
+def describe_validation_errors(errors: Iterable[Mapping[str, Any]]) -> str:
+    """Pydantic's errors as one line a person can act on: ``query parameter 'limit': Input should be …``."""
+    return "; ".join(f"{_where(tuple(e.get('loc', ())))}: {_what(e)}" for e in errors) or "the request is invalid"
+
+
+_PARAMETER_KINDS = {"query": "query parameter", "path": "path parameter", "header": "header", "cookie": "cookie"}
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    if not loc:
+        return "request"
+    kind, rest = str(loc[0]), [str(part) for part in loc[1:]]
+    if kind == "body":
+        return f"body field '{'.'.join(rest)}'" if rest else "body"
+    if kind == "response":
+        return "response"
+    return f"{_PARAMETER_KINDS.get(kind, kind)} '{'.'.join(rest)}'"
+
+
+# Pydantic's words for a body that is missing or not an object, in the API's terms.
+_BODY_PROBLEMS = {
+    "missing": "missing; send a JSON object",
+    "model_attributes_type": "must be a JSON object",
+    "dict_type": "must be a JSON object",
+}
+
+
+def _what(error: Mapping[str, Any]) -> str:
+    if tuple(error.get("loc", ())) == ("body",) and error.get("type") in _BODY_PROBLEMS:
+        return _BODY_PROBLEMS[str(error["type"])]
+    if error.get("type") == "extra_forbidden":
+        return "not a field of this request"
+    message = str(error.get("msg") or "is invalid")
+    # a ValueError raised in one of our validators: pydantic prefixes it; the message is already for people
+    return message.removeprefix("Value error, ")
+
+
+def _is_unreadable_json(exc: RequestValidationError) -> str | None:
+    for error in exc.errors():
+        if error.get("type") == "json_invalid":
+            position = error.get("loc", ("body", "?"))[-1]
+            return f"{error.get('ctx', {}).get('error', 'JSON decode error')} (at character {position})"
+    return None
 
 
 def register_error_handlers(app: ApiGatewayResolver) -> None:
@@ -51,48 +164,69 @@ def register_error_handlers(app: ApiGatewayResolver) -> None:
 
     @app.exception_handler(RequestValidationError)
     def _invalid_request(exc: RequestValidationError) -> Response[dict[str, Any]]:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in exc.errors()
-        )
-        return error_response(HTTPStatus.UNPROCESSABLE_ENTITY, ErrorCode.INVALID_REQUEST, problems or "invalid request")
+        reason = _is_unreadable_json(exc)
+        if reason is not None:
+            return error_response(ErrorCode.INVALID_JSON, f"the body is not valid JSON: {reason}")
+        return error_response(ErrorCode.INVALID_REQUEST, describe_validation_errors(exc.errors()))
 
     @app.exception_handler(UnicodeDecodeError)
     def _not_utf8(exc: UnicodeDecodeError) -> Response[dict[str, Any]]:
-        return error_response(HTTPStatus.BAD_REQUEST, ErrorCode.INVALID_REQUEST, "the body is not UTF-8 JSON")
+        return error_response(ErrorCode.INVALID_JSON, "the body is not valid JSON: it is not UTF-8 text")
+
+    @app.exception_handler(RequestUnsupportedContentType)
+    def _not_json(exc: RequestUnsupportedContentType) -> Response[dict[str, Any]]:
+        return error_response(ErrorCode.UNSUPPORTED_MEDIA_TYPE, UNSUPPORTED_MEDIA_TYPE_MESSAGE)
+
+    @app.exception_handler(ResponseValidationError)
+    def _bad_answer(exc: ResponseValidationError) -> Response[dict[str, Any]]:
+        # our answer broke our own documented contract: a bug of ours, never the client's 422
+        logger.error("response does not match its schema", extra={"errors": describe_validation_errors(exc.errors())})
+        return error_response(ErrorCode.INTERNAL_ERROR, INTERNAL_ERROR_MESSAGE)
 
     @app.exception_handler(RefundSorterError)
     def _refused(exc: RefundSorterError) -> Response[dict[str, Any]]:
         status = status_for(exc)
         if status >= HTTPStatus.INTERNAL_SERVER_ERROR:
             logger.exception("internal failure")
-        return error_response(status, exc.code, exc.message)
+        return Response(
+            status_code=status,
+            content_type=content_types.APPLICATION_JSON,
+            body=error_body(exc.code, exc.message),
+        )
 
     @app.not_found
     def _no_route(exc: Exception) -> Response[dict[str, Any]]:
         event = app.current_event
-        return error_response(HTTPStatus.NOT_FOUND, ErrorCode.NOT_FOUND, f"no route {event.http_method} {event.path}")
+        return error_response(ErrorCode.NOT_FOUND, f"no route {event.http_method} {event.path}")
 
     @app.exception_handler(Exception)
     def _unexpected(exc: Exception) -> Response[dict[str, Any]]:
         logger.exception("unexpected failure")
-        return error_response(
-            HTTPStatus.INTERNAL_SERVER_ERROR, "internal_error", "something went wrong on our side; it is logged"
-        )
+        return error_response(ErrorCode.INTERNAL_ERROR, INTERNAL_ERROR_MESSAGE)
 
 
-def refuse_unsupported_media_type(event: dict[str, Any]) -> dict[str, Any] | None:
-    """Bodies are JSON. Anything else is refused before Powertools' validation tries to parse it as a form
-    (a ``multipart/form-data`` without a boundary makes that parser raise a bare ValueError)."""
-    if event.get("httpMethod") not in {"POST", "PATCH", "PUT"} or not event.get("body"):
+INTERNAL_ERROR_MESSAGE = "something went wrong on our side; it is logged"
+UNSUPPORTED_MEDIA_TYPE_MESSAGE = "send the body as application/json"
+_BODY_METHODS = frozenset({"POST", "PATCH", "PUT"})
+
+
+def refuse_unsupported_media_type(event: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Bodies are JSON: anything else is refused (415) before Powertools' validation tries to read it.
+
+    This runs before routing because Powertools would read a form or multipart body as data (a
+    ``multipart/form-data`` without a boundary makes its parser raise a bare ValueError).
+    """
+    if event.get("httpMethod") not in _BODY_METHODS or not event.get("body"):
         return None
-    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
-    media_type = str(headers.get("content-type", "application/json")).split(";")[0].strip().lower()
-    if media_type == "application/json" or media_type.endswith("+json"):
+    headers = {str(k).lower(): v for k, v in (event.get("headers") or {}).items()}
+    media_type = str(headers.get("content-type") or "application/json").split(";")[0].strip().lower()
+    if media_type == content_types.APPLICATION_JSON:
         return None
-    message = {"error": {"code": "unsupported_media_type", "message": "send the body as application/json"}}
     return {
-        "statusCode": HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+        "statusCode": int(HTTPStatus.UNSUPPORTED_MEDIA_TYPE),
         "headers": {"Content-Type": content_types.APPLICATION_JSON},
-        "body": json.dumps(message),
+        "body": json.dumps(
+            error_body(ErrorCode.UNSUPPORTED_MEDIA_TYPE, UNSUPPORTED_MEDIA_TYPE_MESSAGE), separators=(",", ":")
+        ),
         "isBase64Encoded": False,
     }

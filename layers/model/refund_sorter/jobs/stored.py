@@ -2,7 +2,12 @@
 
 Safe to run twice at once or to stop half-way: a photo's Result id derives from bucket, key and ETag, the
 write is conditional, and a photo leaves ``incoming/`` only after its Result is stored. So a run that is
-cut short, or a photo whose read failed transiently, is simply picked up by the next run.
+cut short, or a photo whose read failed transiently (or whose "already done?" lookup failed), is simply
+picked up by the next run.
+
+A photo is moved in three steps, so that its Result always names a copy that exists: copy it to
+``processed/`` or ``failed/`` (the copy's metadata names the Result), store the Result saying where the photo
+is now, delete the original.
 """
 
 from __future__ import annotations
@@ -10,10 +15,12 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from itertools import islice
 from typing import TYPE_CHECKING
 
 from refund_sorter.errors import StorageError
+from refund_sorter.heads.embeddings import EmbeddingLog
 from refund_sorter.jobs.report import BatchReport
 
 if TYPE_CHECKING:
@@ -22,7 +29,7 @@ if TYPE_CHECKING:
     from refund_sorter.photos import Photo
     from refund_sorter.results import Result
     from refund_sorter.storage.base import ResultStore
-    from refund_sorter.storage.bucket import ArchiveCopy, PhotoBucket, StoredPhoto
+    from refund_sorter.storage.bucket import ArchivedCopy, PhotoBucket, StoredPhoto
     from refund_sorter.vision.sorter import Sorter
 
 logger = logging.getLogger(__name__)
@@ -73,18 +80,22 @@ class _Run:
         self.lock = threading.Lock()
         self.pending: dict[str, StoredPhoto] = {}
         self.slots = threading.BoundedSemaphore(IO_IN_FLIGHT)  # bounds what waits for storage
-        self.to_delete: list[ArchiveCopy] = []
+        self.to_delete: list[ArchivedCopy] = []
+        self.embeddings = EmbeddingLog(bucket)  # the run's features, one S3 object at the end (heads.embeddings)
 
     def over(self, photos: Iterable[StoredPhoto]) -> BatchReport:
         with ThreadPoolExecutor(max_workers=IO_WORKERS, thread_name_prefix="store") as self.io_pool:
-            for outcome in self.sorter.classify(self._not_yet_classified(photos)):
+            for outcome in self.sorter.classify(self._not_yet_classified(photos), thumbnails=True):
                 stored = self.pending.pop(outcome.photo.id)
                 if outcome.result is None:  # the read failed for a reason that may pass
                     error = outcome.transient_error or RuntimeError("no result")
                     self._record(None, error=error, source=outcome.photo.source)
                 else:
-                    self._submit(self._store_and_archive, stored, outcome.result)
+                    self.embeddings.record(outcome.result.id, outcome.embedding)
+                    store = partial(self._store_and_archive, thumbnail=outcome.thumbnail)
+                    self._submit(store, stored, outcome.result)
         self._delete_originals(self.to_delete)  # the last, partial batch (every copy is done by now)
+        self.embeddings.flush()
         return self.report
 
     def _not_yet_classified(self, photos: Iterable[StoredPhoto]) -> Iterator[Photo]:
@@ -114,28 +125,42 @@ class _Run:
         self.slots.acquire()
         self.io_pool.submit(work, stored, result).add_done_callback(lambda _: self.slots.release())
 
-    def _store_and_archive(self, stored: StoredPhoto, result: Result) -> None:
+    def _store_and_archive(self, stored: StoredPhoto, result: Result, thumbnail: bytes | None = None) -> None:
+        if thumbnail is not None:  # first, so a stored needs_review Result has its thumbnail when the page asks
+            self._keep_thumbnail(result.id, thumbnail)
         try:
-            added = self.store.add(result)  # False: a concurrent run stored it first; archiving twice is harmless
-            self._move(stored, result)
+            copy = self.bucket.copy_to_archive(stored, result.id, result.error)
+            if copy is None:  # moved by a concurrent run, which stores its Result, or replaced by a new upload
+                self._record(result, added=False)
+                return
+            # False: a concurrent run stored it first; copying and deleting twice is harmless
+            added = self.store.add(_kept_at(result, copy.key, self.bucket.uri(copy.key)))
+            self._delete_later(copy)
         except Exception as exc:  # noqa: BLE001 - whatever failed after retries, the photo waits for the next run
             self._record(result, error=exc, source=self.bucket.uri(stored.key))
         else:
             self._record(result, added=added)
 
+    def _keep_thumbnail(self, result_id: str, thumbnail: bytes) -> None:
+        try:
+            self.bucket.put_thumbnail(result_id, thumbnail)
+        except Exception as exc:  # noqa: BLE001 - a missing thumbnail only means the page shows the original
+            logger.warning("no thumbnail kept for %s: %r", result_id, exc)
+
     def _archive_classified(self, stored: StoredPhoto, existing: Result) -> None:
         try:
-            self._move(stored, existing)
+            copy = self.bucket.copy_to_archive(stored, existing.id, existing.error)
+            if copy is not None:
+                if existing.photo_key != copy.key:  # e.g. classified through the API while in incoming/
+                    self.store.relocate(existing.id, copy.key, self.bucket.uri(copy.key))
+                self._delete_later(copy)
         except Exception as exc:  # noqa: BLE001 - as above
             self._record(existing, error=exc, source=self.bucket.uri(stored.key))
         else:
             self._record(existing, added=False)
 
-    def _move(self, stored: StoredPhoto, result: Result) -> None:
-        """Copy to processed/ or failed/ now; the original is deleted with the next batch of them."""
-        copy = self.bucket.copy_to_archive(stored, result.error)
-        if copy is None:  # gone: moved by someone else since it was listed
-            return
+    def _delete_later(self, copy: ArchivedCopy) -> None:
+        """The original goes with the next batch of them (one DeleteObjects request for many photos)."""
         with self.lock:
             self.to_delete.append(copy)
             if len(self.to_delete) < DELETE_BATCH:
@@ -143,13 +168,13 @@ class _Run:
             batch, self.to_delete = self.to_delete, []
         self._delete_originals(batch)
 
-    def _delete_originals(self, batch: list[ArchiveCopy]) -> None:
+    def _delete_originals(self, batch: list[ArchivedCopy]) -> None:
         if not batch:
             return
         try:
             refused = self.bucket.delete_originals(batch)
         except Exception as exc:  # noqa: BLE001 - the Results are stored: the next run moves these photos
-            refused = [copy.original for copy in batch]
+            refused = [copy.original.key for copy in batch]
             logger.warning("could not delete %d originals: %r", len(batch), exc)
         if refused:
             with self.lock:
@@ -169,3 +194,19 @@ class _Run:
                 self.report.already_done += 1  # by an earlier run that stopped before archiving, or a concurrent one
             if self.on_result:
                 self.on_result(self.report, None if error else result)
+
+
+def file_result(store: ResultStore, bucket: PhotoBucket, stored: StoredPhoto, result: Result) -> bool:
+    """One photo the three steps of the module docstring, outside a run (a poison photo's ``failed`` Result).
+    Returns whether this call stored the Result (False: it was stored before)."""
+    copy = bucket.copy_to_archive(stored, result.id, result.error)
+    if copy is None:  # moved or replaced since it was listed: store the Result as it is, naming the original
+        return store.add(result)
+    added = store.add(_kept_at(result, copy.key, bucket.uri(copy.key)))
+    bucket.delete_original(copy)
+    return added
+
+
+def _kept_at(result: Result, key: str, uri: str) -> Result:
+    """The Result, saying where its photo is kept now."""
+    return result.model_copy(update={"photo_key": key, "source": uri})

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from refund_sorter.errors import ErrorCode, ImageError
 from refund_sorter.jobs.report import BatchReport
-from refund_sorter.jobs.stored import classify_stored
+from refund_sorter.jobs.stored import classify_stored, file_result
 from refund_sorter.results import Status
 
 if TYPE_CHECKING:
@@ -149,8 +149,7 @@ def _fail_poison_photos(
             "it is not tried again",
         )
         result = sorter.failed_result(bucket.photo(photo), error)
-        added = store.add(result)
-        bucket.archive(photo, result.error)
+        added = file_result(store, bucket, photo, result)
         jobs.clear_in_flight(photo.result_id)
         crashed.add(photo.result_id)
         if added:

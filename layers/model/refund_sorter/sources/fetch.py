@@ -40,7 +40,7 @@ import threading
 import time
 from dataclasses import dataclass
 from http.client import HTTPException
-from typing import TYPE_CHECKING, Final, TypeAlias
+from typing import TYPE_CHECKING, Final, Protocol, TypeAlias
 from urllib.parse import quote, urljoin, urlsplit
 
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -50,9 +50,11 @@ from urllib3.exceptions import TimeoutError as Urllib3TimeoutError
 from refund_sorter import __version__
 from refund_sorter.config import Settings, get_settings
 from refund_sorter.errors import ErrorCode, FetchError
-from refund_sorter.vision.images import sniff_format
+from refund_sorter.vision.images import ACCEPTED_NAMES, sniff_format
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from urllib3.response import BaseHTTPResponse
 
 _IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -62,7 +64,7 @@ __all__ = ["FetchedImage", "fetch_image"]
 _ALLOWED_PORTS: Final = frozenset({80, 443})
 _MAX_URL_LENGTH: Final = 2048
 _REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
-_SNIFF_BYTES: Final = 16  # enough for every magic number sniff_format knows (WebP's ends at byte 12)
+_SNIFF_BYTES: Final = 64  # every magic number sniff_format knows, and the brands of a HEIF/AVIF ftyp box
 _CHUNK: Final = 64 * 1024
 _MEDIA_TYPES: Final = {
     "JPEG": "image/jpeg",
@@ -71,6 +73,8 @@ _MEDIA_TYPES: Final = {
     "WEBP": "image/webp",
     "BMP": "image/bmp",
     "TIFF": "image/tiff",
+    "HEIF": "image/heif",
+    "AVIF": "image/avif",
 }
 
 _net = ipaddress.ip_network
@@ -114,6 +118,17 @@ class FetchedImage:
     url: str  # the final URL after any redirects
 
 
+class Timer(Protocol):
+    """What the watchdog needs of :class:`threading.Timer`: a tests' stand-in fires when the test says so."""
+
+    def start(self) -> None: ...
+
+    def cancel(self) -> None: ...
+
+
+TimerFactory: TypeAlias = "Callable[[float, Callable[[], None]], Timer]"
+
+
 @dataclass(frozen=True)
 class _Target:
     """One checked hop: where to connect and what to ask for."""
@@ -125,7 +140,7 @@ class _Target:
     path: str  # request target: path and query, non-ASCII percent-encoded
 
 
-def fetch_image(url: str, settings: Settings | None = None) -> FetchedImage:
+def fetch_image(url: str, settings: Settings | None = None, *, timer: TimerFactory = threading.Timer) -> FetchedImage:
     """Fetch one image from a URL supplied by a client, refusing anything that could reach our network.
 
     Parameters
@@ -135,6 +150,9 @@ def fetch_image(url: str, settings: Settings | None = None) -> FetchedImage:
     settings
         Limits and timeouts (``fetch_connect_timeout``, ``fetch_read_timeout``, ``fetch_max_redirects``,
         ``max_image_bytes``, ``allow_private_urls``); :func:`~refund_sorter.config.get_settings` if omitted.
+    timer
+        Schedules the end of the wall-clock budget, called as ``timer(seconds, expire)`` and then started
+        (:class:`threading.Timer`); tests pass a timer they fire themselves instead of waiting it out.
 
     Returns
     -------
@@ -149,7 +167,7 @@ def fetch_image(url: str, settings: Settings | None = None) -> FetchedImage:
         or ``socket`` escapes.
     """
     settings = settings or get_settings()
-    watchdog = _Watchdog(settings.fetch_connect_timeout + 2 * settings.fetch_read_timeout)
+    watchdog = _Watchdog(settings.fetch_connect_timeout + 2 * settings.fetch_read_timeout, timer)
     try:
         image = _follow(url, settings, watchdog)
     except FetchError as exc:
@@ -348,18 +366,19 @@ class _Watchdog:
     wrapping detaches the original object; shutdown applies to the connection, whichever descriptor.
     """
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, timer: TimerFactory = threading.Timer) -> None:
         self.expired = False
         self._deadline = time.monotonic() + seconds
         self._sock: socket.socket | None = None
         self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
+        self._timer = timer(seconds, self._expire)
+        if isinstance(self._timer, threading.Thread):
+            self._timer.daemon = True  # a pending budget never keeps the process alive
         self._timer.start()
 
     def remaining(self) -> float:
         left = self._deadline - time.monotonic()
-        if left <= 0:
+        if self.expired or left <= 0:
             raise _timed_out()
         return left
 
@@ -487,7 +506,7 @@ def _read_body(response: BaseHTTPResponse, max_bytes: int) -> tuple[bytes, str]:
 def _sniff(head: bytes) -> str:
     image_format = sniff_format(head)
     if image_format is None:
-        what = "an empty body" if not head else "something that is not a JPEG, PNG, GIF, WebP, BMP or TIFF image"
+        what = "an empty body" if not head else f"something that is not a {ACCEPTED_NAMES} image"
         raise FetchError(ErrorCode.BAD_CONTENT_TYPE, f"the URL returned {what}")
     return image_format
 

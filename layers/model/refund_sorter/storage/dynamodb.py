@@ -1,19 +1,25 @@
 """Results in DynamoDB (in AWS and on the local moto stack).
 
 The table is keyed by ``id``; a ``by-day`` global secondary index (``day``, ``timestamp``) serves the daily
-listing and the CSV export. Only this module knows the item layout.
+listing and the CSV export. The ``review-queue`` index (``queue``, ``timestamp``) is sparse: an item carries
+``queue`` only while it is ``needs_review``, so the index holds exactly the queue, oldest first across days, and a
+decision (which rewrites the item without it) takes the item out. Only this module knows the item layout.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import random
+import time
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from refund_sorter.errors import InvalidRequestError, StorageError
-from refund_sorter.results import Result
-from refund_sorter.storage.base import ResultStore
+from botocore.exceptions import BotoCoreError, ClientError
+
+from refund_sorter.errors import InvalidRequestError, NotFoundError, StorageError
+from refund_sorter.results import Result, Status
+from refund_sorter.storage.base import REVIEW_FIELDS, ResultStore
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -21,6 +27,10 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 BY_DAY_INDEX = "by-day"
+REVIEW_QUEUE_INDEX = "review-queue"
+# The one value of the queue index's partition key. One partition holds the whole queue: a night adds a few
+# thousand items at most, far below a partition's 1,000 writes/s, and it keeps "oldest first" a single query.
+WAITING = "needs_review"
 
 
 class DynamoResultStore(ResultStore):
@@ -77,14 +87,24 @@ class DynamoResultStore(ResultStore):
         try:
             for page in pages:
                 yield from (self._from_item(item) for item in page["Items"])
-        except self.client.exceptions.ClientError as exc:
+        except (ClientError, BotoCoreError) as exc:
             raise StorageError(f"could not list results of {day}: {exc}") from exc
 
-    def replace(self, result: Result) -> None:
+    def relocate(self, result_id: str, photo_key: str, source: str) -> None:
+        # Only these two attributes: a person's review written meanwhile stays as it is.
         try:
-            self.client.put_item(TableName=self.table, Item=self._to_item(result))
+            self.client.update_item(
+                TableName=self.table,
+                Key={"id": {"S": result_id}},
+                UpdateExpression="SET #photo_key = :photo_key, #source = :source",
+                ConditionExpression="attribute_exists(id)",
+                ExpressionAttributeNames={"#photo_key": "photo_key", "#source": "source"},
+                ExpressionAttributeValues={":photo_key": {"S": photo_key}, ":source": {"S": source}},
+            )
+        except self.client.exceptions.ConditionalCheckFailedException as exc:
+            raise NotFoundError(f"no prediction with id {result_id}") from exc
         except Exception as exc:
-            raise StorageError(f"could not store result {result.id}: {exc}") from exc
+            raise StorageError(f"could not record where the photo of {result_id} is: {exc}") from exc
 
     def page_by_day(self, day: str, *, limit: int, token: str | None = None) -> tuple[list[Result], str | None]:
         query = self._by_day_query(day) | {"Limit": limit}
@@ -92,10 +112,107 @@ class DynamoResultStore(ResultStore):
             query["ExclusiveStartKey"] = _decode_token(token, day)
         try:
             reply = self.client.query(**query)
-        except self.client.exceptions.ClientError as exc:
+        except (ClientError, BotoCoreError) as exc:
             raise StorageError(f"could not list results of {day}: {exc}") from exc
         last = reply.get("LastEvaluatedKey")
         return [self._from_item(item) for item in reply["Items"]], (_encode_token(last) if last else None)
+
+    def save_review(self, result: Result, *, revision: int) -> bool:
+        # An update of the review fields only (not a put of the whole item): what the model and the jobs wrote,
+        # including attributes this version of the code does not know, stays as it is.
+        document = json.loads(result.model_dump_json(include=set(REVIEW_FIELDS)), parse_float=Decimal)
+        document["queue"] = WAITING if result.status is Status.NEEDS_REVIEW else None  # in or out of the queue
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {":revision": {"N": str(revision)}}
+        assignments, removals = [], []
+        for index, (field, value) in enumerate(sorted(document.items())):
+            names[f"#f{index}"] = field
+            if value is None:
+                removals.append(f"#f{index}")
+            else:
+                assignments.append(f"#f{index} = :v{index}")
+                values[f":v{index}"] = self._serializer.serialize(value)
+        expression = "SET " + ", ".join(assignments) + (" REMOVE " + ", ".join(removals) if removals else "")
+        # Items written before revisions existed have none: they are at revision 0.
+        names["#revision"] = "revision"
+        condition = "attribute_exists(id) AND " + (
+            "(attribute_not_exists(#revision) OR #revision = :revision)" if revision == 0 else "#revision = :revision"
+        )
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key={"id": {"S": result.id}},
+                UpdateExpression=expression,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False
+        except Exception as exc:
+            raise StorageError(f"could not store the review of {result.id}: {exc}") from exc
+        return True
+
+    def page_queue(
+        self, *, limit: int, token: str | None = None, day: str | None = None, department: str | None = None
+    ) -> tuple[list[Result], str | None]:
+        query = self._queue_query(day, department)
+        if token:
+            query["ExclusiveStartKey"] = _decode_queue_token(token)
+        items: list[dict[str, Any]] = []
+        # A department filter is applied after DynamoDB reads a page, so a page can come back short: read on
+        # until the page is full or the queue ends. Cut short, the token is the key of the last item returned.
+        while True:
+            query["Limit"] = max(limit, 100) if department else limit - len(items)
+            try:
+                reply = self.client.query(**query)
+            except self.client.exceptions.ClientError as exc:
+                raise StorageError(f"could not read the review queue: {exc}") from exc
+            items.extend(reply["Items"])
+            last = reply.get("LastEvaluatedKey")
+            if len(items) >= limit or not last:
+                break
+            query["ExclusiveStartKey"] = last
+        if len(items) > limit:
+            items = items[:limit]
+            last = {key: items[-1][key] for key in ("id", "queue", "timestamp")}
+        return [self._from_item(item) for item in items], (_encode_token(last) if last else None)
+
+    def count_queue(self, *, day: str | None = None, department: str | None = None) -> int:
+        query = self._queue_query(day, department) | {"Select": "COUNT"}
+        return self._count(query, "the review queue")
+
+    def count_decided(self, day: str) -> int:
+        query = self._by_day_query(day) | {
+            "Select": "COUNT",
+            "FilterExpression": "#status = :reviewed",
+        }
+        query["ExpressionAttributeNames"]["#status"] = "status"
+        query["ExpressionAttributeValues"][":reviewed"] = {"S": Status.REVIEWED.value}
+        return self._count(query, f"the decisions of {day}")
+
+    def _count(self, query: dict[str, Any], what: str) -> int:
+        try:
+            return sum(page["Count"] for page in self.client.get_paginator("query").paginate(**query))
+        except self.client.exceptions.ClientError as exc:
+            raise StorageError(f"could not count {what}: {exc}") from exc
+
+    def _queue_query(self, day: str | None, department: str | None) -> dict[str, Any]:
+        query: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": REVIEW_QUEUE_INDEX,
+            "KeyConditionExpression": "#queue = :queue",
+            "ExpressionAttributeNames": {"#queue": "queue"},
+            "ExpressionAttributeValues": {":queue": {"S": WAITING}},
+        }
+        if day:  # timestamps are ISO 8601 UTC text: a day's are the ones that start with it
+            query["KeyConditionExpression"] += " AND begins_with(#timestamp, :day)"
+            query["ExpressionAttributeNames"]["#timestamp"] = "timestamp"
+            query["ExpressionAttributeValues"][":day"] = {"S": day}
+        if department:
+            query["FilterExpression"] = "prediction = :department"
+            query["ExpressionAttributeValues"][":department"] = {"S": department}
+        return query
 
     def _by_day_query(self, day: str) -> dict[str, Any]:
         return {
@@ -110,13 +227,17 @@ class DynamoResultStore(ResultStore):
         # Through JSON so timestamps get the Result's own format and floats become the Decimals DynamoDB needs.
         document = json.loads(result.model_dump_json(exclude_none=True), parse_float=Decimal)
         document["day"] = result.day
+        if result.status is Status.NEEDS_REVIEW:
+            document["queue"] = WAITING
         return {key: self._serializer.serialize(value) for key, value in document.items()}
 
     def _from_item(self, item: dict[str, Any]) -> Result:
-        document = {key: self._deserializer.deserialize(value) for key, value in item.items()}
-        document.pop("day", None)
+        # Only the Result's own fields: index keys (day, queue) and attributes a newer version may add stay out.
+        document = {key: self._deserializer.deserialize(value) for key, value in item.items() if key in _FIELDS}
         return Result.model_validate_json(json.dumps(document, default=_decimal_to_number))
 
+
+_FIELDS = frozenset(Result.model_fields)
 
 # DynamoDB answers at most 100 keys per BatchGetItem and may leave some unprocessed under load.
 BATCH_GET_KEYS = 100
@@ -129,9 +250,6 @@ def batch_get(client: DynamoDBClient, table: str, ids: list[str], key: str = "id
     Keys DynamoDB leaves unprocessed (throttling) are asked for again with exponential backoff; if they are
     still unprocessed after that, it is a :class:`StorageError` like any storage failure.
     """
-    import random
-    import time
-
     for start in range(0, len(ids), BATCH_GET_KEYS):
         request: Any = {
             table: {"Keys": [{key: {"S": i}} for i in ids[start : start + BATCH_GET_KEYS]], "ConsistentRead": True}
@@ -139,7 +257,7 @@ def batch_get(client: DynamoDBClient, table: str, ids: list[str], key: str = "id
         for attempt in range(_UNPROCESSED_TRIES):
             try:
                 reply = client.batch_get_item(RequestItems=request)
-            except Exception as exc:
+            except (ClientError, BotoCoreError) as exc:
                 raise StorageError(f"could not read {table}: {exc}") from exc
             yield from reply.get("Responses", {}).get(table, [])
             request = reply.get("UnprocessedKeys") or {}
@@ -161,12 +279,24 @@ def _encode_token(key: dict[str, Any]) -> str:
 
 
 def _decode_token(token: str, day: str) -> dict[str, Any]:
-    """A page token back into DynamoDB's start key; a forged or foreign token is the client's mistake."""
+    """A day listing's page token back into DynamoDB's start key."""
+    return _start_key(token, {"id": None, "day": day, "timestamp": None}, "listing")
+
+
+def _decode_queue_token(token: str) -> dict[str, Any]:
+    """A queue page token back into DynamoDB's start key."""
+    return _start_key(token, {"id": None, "queue": WAITING, "timestamp": None}, "queue")
+
+
+def _start_key(token: str, expected: dict[str, str | None], listing: str) -> dict[str, Any]:
+    """A page token back into a start key with exactly the ``expected`` string attributes (and, where given,
+    values); a forged or foreign token is the client's mistake."""
     try:
         key = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        valid = set(key) == {"id", "day", "timestamp"} and all(set(v) == {"S"} for v in key.values())
+        valid = set(key) == set(expected) and all(set(v) == {"S"} for v in key.values())
+        valid = valid and all(value is None or key[name]["S"] == value for name, value in expected.items())
     except (ValueError, TypeError, AttributeError):
         valid = False
-    if not valid or key["day"]["S"] != day:
-        raise InvalidRequestError("next_token is not a token this listing gave out")
+    if not valid:
+        raise InvalidRequestError(f"next_token is not a token this {listing} gave out")
     return key

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 
     import onnxruntime
 
+# The model's outputs (tools/model/export_model.py names the first, tools/model/expose_embeddings.py the second).
+LOGITS = "logits"
+EMBEDDINGS = "embeddings"
+
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -91,12 +95,36 @@ class Classifier:
         with self._lock:
             _ = self.session
 
-    def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        """Softmax over the 1000 classes for a ``float32[N, 3, 224, 224]`` batch."""
+    def run(self, batch: np.ndarray) -> ModelOutput:
+        """Class probabilities and pooled features for a ``float32[N, 3, 224, 224]`` batch, in one model call.
+
+        The features come free: they are the input of the model's last layer, exposed as a second output
+        (``tools/model/expose_embeddings.py``). A model without that output (an older or quantised file)
+        gives ``embeddings=None``.
+        """
         with self._lock:  # cached_property is not thread-safe on first access
             session = self.session
-        (logits,) = session.run(None, {session.get_inputs()[0].name: batch})
-        return softmax(np.asarray(logits, dtype=np.float32))
+        names = [LOGITS] + ([EMBEDDINGS] if self.has_embeddings else [])
+        outputs = session.run(names, {session.get_inputs()[0].name: batch})
+        embeddings = np.asarray(outputs[1], dtype=np.float32) if len(outputs) > 1 else None
+        return ModelOutput(softmax(np.asarray(outputs[0], dtype=np.float32)), embeddings)
+
+    @cached_property
+    def has_embeddings(self) -> bool:
+        return EMBEDDINGS in {output.name for output in self.session.get_outputs()}
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """Softmax over the 1000 classes for a ``float32[N, 3, 224, 224]`` batch."""
+        return self.run(batch).probabilities
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    """What one model call gives: ``probabilities`` ``float32[N, 1000]`` (softmax of the logits) and
+    ``embeddings`` ``float32[N, 1280]``, the pooled features a custom head is trained on."""
+
+    probabilities: np.ndarray
+    embeddings: np.ndarray | None
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

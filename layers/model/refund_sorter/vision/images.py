@@ -13,8 +13,11 @@ and warnings never escape.
 
 from __future__ import annotations
 
+import importlib
 import io
 import warnings
+from dataclasses import dataclass
+from functools import cache
 from typing import TYPE_CHECKING, Final
 
 import numpy as np
@@ -25,9 +28,23 @@ from refund_sorter.errors import ErrorCode, ImageError
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-# The original system's formats plus WebP, BMP and TIFF. Pillow tries only these decoders: anything else
-# (PSD, ICO, EPS, …) is refused without parsing it, which keeps the attack surface small.
-ACCEPTED_FORMATS: Final = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
+# The original system's formats plus WebP, BMP, TIFF and what phones send (HEIC/HEIF, AVIF), by Pillow's names.
+# Pillow only ever tries the decoder that the file's magic bytes name: anything else (PSD, ICO, EPS, …) is
+# refused without parsing it, which keeps the attack surface small.
+ACCEPTED_FORMATS: Final = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "HEIF", "AVIF")
+# The same list for people (error messages, the fetcher's refusals).
+ACCEPTED_NAMES: Final = "JPEG, PNG, GIF, WebP, BMP, TIFF, HEIC/HEIF or AVIF"
+# Each format's Pillow plugin, imported on first use: Image.open(formats=...) would otherwise import all ~40
+# plugins the first time a format is missing from its registry. HEIF is pi-heif's plugin (registered below).
+_PILLOW_PLUGINS: Final = {
+    "JPEG": "PIL.JpegImagePlugin",
+    "PNG": "PIL.PngImagePlugin",
+    "GIF": "PIL.GifImagePlugin",
+    "WEBP": "PIL.WebPImagePlugin",
+    "BMP": "PIL.BmpImagePlugin",
+    "TIFF": "PIL.TiffImagePlugin",
+    "AVIF": "PIL.AvifImagePlugin",
+}
 
 MODEL_SIZE: Final = 224
 # Weights were trained on a centre crop of 224/256 of the shorter side (the EfficientNet-Lite recipe).
@@ -38,6 +55,8 @@ PIXEL_SCALE: Final = 128.0
 # Draft target: the DCT scale is chosen so both sides stay >= this, i.e. the crop still has >= 224 pixels.
 DRAFT_SIZE: Final = 256
 WHITE: Final = (255, 255, 255)
+# The reviewer's thumbnail: quality 80 keeps a ~500×375 photo at a few tens of KB with no visible blocking.
+THUMBNAIL_QUALITY: Final = 80
 # EXIF orientation → the transpose that shows the photo upright (the table ImageOps.exif_transpose uses).
 _UPRIGHT: Final = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -62,12 +81,15 @@ _MAGIC: Final[tuple[tuple[bytes, int, str], ...]] = (
     (b"II*\x00", 0, "TIFF"),
     (b"MM\x00*", 0, "TIFF"),
 )
+# HEIF and AVIF are ISO media files: an "ftyp" box at byte 4 whose brands name the codec. "mif1"/"msf1" only say
+# "HEIF container", so the compatible brands that follow decide (an AVIF lists "avif", an iPhone HEIC "heic").
+_AVIF_BRANDS: Final = frozenset({b"avif", b"avis"})
+_HEVC_BRANDS: Final = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs"})
+_HEIF_BRANDS: Final = frozenset({b"mif1", b"msf1"})
 # Images we recognise but do not take: named so the refusal can say so rather than "not an image".
 _UNSUPPORTED_MAGIC: Final[tuple[tuple[bytes, int, str], ...]] = (
-    (b"ftypheic", 4, "HEIC"),
-    (b"ftypheix", 4, "HEIC"),
-    (b"ftypmif1", 4, "HEIF"),
-    (b"ftypavif", 4, "AVIF"),
+    (b"\xff\x0a", 0, "JPEG XL"),
+    (b"\x00\x00\x00\x0cJXL \r\n\x87\n", 0, "JPEG XL"),
     (b"8BPS", 0, "PSD"),
     (b"\x00\x00\x01\x00", 0, "ICO"),
     (b"\x00\x00\x00\x0cjP  ", 0, "JPEG 2000"),
@@ -77,20 +99,35 @@ _UNSUPPORTED_MAGIC: Final[tuple[tuple[bytes, int, str], ...]] = (
 
 # Pillow warns (EXIF quirks, palette transparency, large images) instead of failing; we check what matters
 # ourselves (pixel limit below) so the warnings would only be noise in Lambda logs.
-warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
+warnings.filterwarnings("ignore", module=r"(PIL|pi_heif)(\.|$)")
 # Our own pixel limit (a setting) is checked from the header before any pixels are allocated; Pillow's
 # global limit stays as a backstop for decoders that grow the image while loading.
 
 
 def sniff_format(head: bytes) -> str | None:
-    """The accepted format named by the file's magic bytes, or ``None``.
+    """The accepted format (Pillow's name) named by the file's magic bytes, or ``None``.
 
-    Used by the URL fetcher to refuse a non-image before downloading all of it, and here to tell
-    "unsupported image format" from "not an image at all".
+    Used by the URL fetcher to refuse a non-image before downloading all of it, and here to pick the one
+    decoder to try and to tell "unsupported image format" from "not an image at all". HEIF and AVIF are
+    told apart by the brands of the ``ftyp`` box: pass its first 64 bytes or so (16 name the major brand only,
+    which is enough for phones' files).
     """
     for magic, offset, fmt in _MAGIC:
         if head[offset : offset + len(magic)] == magic and (fmt != "WEBP" or head[:4] == b"RIFF"):
             return fmt
+    return _sniff_iso_media(head)
+
+
+def _sniff_iso_media(head: bytes) -> str | None:
+    if head[4:8] != b"ftyp":
+        return None
+    box_end = min(int.from_bytes(head[:4], "big"), len(head))
+    major = head[8:12]
+    compatible = {head[i : i + 4] for i in range(16, box_end - 3, 4)}  # after the major brand and minor version
+    if major in _AVIF_BRANDS or (major in _HEIF_BRANDS and compatible & _AVIF_BRANDS):
+        return "AVIF"
+    if major in _HEVC_BRANDS or major in _HEIF_BRANDS:
+        return "HEIF"
     return None
 
 
@@ -104,8 +141,21 @@ def _unsupported_format(head: bytes) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class DecodedPhoto:
+    """A photo decoded once: the model's crop and, when asked for, the small upright JPEG a reviewer looks at."""
+
+    crop: np.ndarray  # uint8[224, 224, 3] RGB
+    thumbnail: bytes | None = None
+
+
 def load_image(data: bytes, *, max_bytes: int, max_pixels: int) -> np.ndarray:
-    """Decode a photo into the model's crop: ``uint8[224, 224, 3]`` RGB.
+    """Decode a photo into the model's crop: ``uint8[224, 224, 3]`` RGB (:func:`decode_photo` without thumbnail)."""
+    return decode_photo(data, max_bytes=max_bytes, max_pixels=max_pixels).crop
+
+
+def decode_photo(data: bytes, *, max_bytes: int, max_pixels: int, thumbnail_side: int = 0) -> DecodedPhoto:
+    """Decode a photo into the model's crop and, if ``thumbnail_side`` > 0, a JPEG thumbnail of it.
 
     Parameters
     ----------
@@ -113,6 +163,9 @@ def load_image(data: bytes, *, max_bytes: int, max_pixels: int) -> np.ndarray:
         The file's bytes, any accepted format.
     max_bytes, max_pixels
         Limits (from :class:`~refund_sorter.config.Settings`); larger inputs are refused before decoding.
+    thumbnail_side
+        Longest side of the thumbnail; 0 for none. It is made from the pixels already decoded for the model
+        (see :func:`_thumbnail`), never by decoding the photo again.
 
     Raises
     ------
@@ -124,28 +177,28 @@ def load_image(data: bytes, *, max_bytes: int, max_pixels: int) -> np.ndarray:
         raise ImageError(ErrorCode.EMPTY_FILE, "the file is empty")
     if len(data) > max_bytes:
         raise ImageError(ErrorCode.FILE_TOO_LARGE, f"the file is {len(data):,} bytes; the limit is {max_bytes:,}")
-    if sniff_format(data[:16]) is None:
+    fmt = sniff_format(data[:64])
+    if fmt is None:
         unsupported = _unsupported_format(data[:512])
         if unsupported:
             raise ImageError(
-                ErrorCode.UNSUPPORTED_FORMAT,
-                f"{unsupported} images are not supported; send JPEG, PNG, GIF, WebP, BMP or TIFF",
+                ErrorCode.UNSUPPORTED_FORMAT, f"{unsupported} images are not supported; send {ACCEPTED_NAMES}"
             )
-        raise ImageError(ErrorCode.NOT_AN_IMAGE, "the file is not an image (JPEG, PNG, GIF, WebP, BMP or TIFF)")
+        raise ImageError(ErrorCode.NOT_AN_IMAGE, f"the file is not an image ({ACCEPTED_NAMES})")
+    register_decoder(fmt)  # outside the try: a decoder missing from the layer is our fault, never "corrupt_image"
     try:
-        with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as image:
+        with Image.open(io.BytesIO(data), formats=(fmt,)) as image:
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageError(
                     ErrorCode.DECOMPRESSION_BOMB,
                     f"the image is {width}×{height} = {width * height:,} pixels; the limit is {max_pixels:,}",
                 )
-            return _crop_for_model(image)
+            return _crop_for_model(image, thumbnail_side)
     except ImageError:
         raise
     except UnidentifiedImageError as exc:
         # The magic bytes named a format we take, so the file is a damaged one rather than something else.
-        fmt = sniff_format(data[:16])
         raise ImageError(ErrorCode.CORRUPT_IMAGE, f"the file starts like a {fmt} but cannot be decoded") from exc
     except Image.DecompressionBombError as exc:
         raise ImageError(ErrorCode.DECOMPRESSION_BOMB, f"the image is too large to decode safely: {exc}") from exc
@@ -155,10 +208,31 @@ def load_image(data: bytes, *, max_bytes: int, max_pixels: int) -> np.ndarray:
         raise ImageError(ErrorCode.CORRUPT_IMAGE, f"the image is damaged or truncated ({exc})") from exc
 
 
-def _crop_for_model(image: Image.Image) -> np.ndarray:
-    if image.format == "JPEG":
+@cache
+def register_decoder(fmt: str) -> None:
+    """Make Pillow's registry hold the decoder of ``fmt`` (one of :data:`ACCEPTED_FORMATS`), once per process.
+
+    HEIF is pi-heif's plugin, asked for the primary image only (no thumbnails, depth or auxiliary images).
+    """
+    if fmt == "HEIF":
+        from pi_heif import register_heif_opener
+
+        register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
+    else:
+        importlib.import_module(_PILLOW_PLUGINS[fmt])
+
+
+def register_decoders() -> None:
+    """Load every accepted format's decoder now (e.g. before a Lambda SnapStart snapshot) rather than on first use."""
+    for fmt in ACCEPTED_FORMATS:
+        register_decoder(fmt)
+
+
+def _crop_for_model(image: Image.Image, thumbnail_side: int = 0) -> DecodedPhoto:
+    if image.format in ("JPEG", "MPO"):  # MPO: a camera's multi-picture JPEG, read as its first (JPEG) picture
         image.draft("RGB", (DRAFT_SIZE, DRAFT_SIZE))
-    image.seek(0)  # the first frame of an animation
+    # No seek: a freshly opened file is at an animation's first frame, and a HEIF file at its primary image
+    # (which need not be the first one).
     image.load()
     # getexif() also reads the orientation of PNG/WebP/TIFF and XMP, as ImageOps.exif_transpose does.
     upright = _UPRIGHT.get(image.getexif().get(ExifTags.Base.Orientation, 1))
@@ -168,7 +242,24 @@ def _crop_for_model(image: Image.Image) -> np.ndarray:
     rgb = _to_rgb(image)
     crop = rgb.resize((MODEL_SIZE, MODEL_SIZE), Image.Resampling.BICUBIC, box=_centre_square(rgb.size, upright))
     # A mirror or a half turn commutes with the resampling: apply it to the 224×224 crop, not the decoded image.
-    return np.asarray(crop if upright is None else crop.transpose(upright), dtype=np.uint8)
+    pixels = np.asarray(crop if upright is None else crop.transpose(upright), dtype=np.uint8)
+    return DecodedPhoto(pixels, _thumbnail(rgb, upright, thumbnail_side) if thumbnail_side > 0 else None)
+
+
+def _thumbnail(rgb: Image.Image, mirror: Image.Transpose | None, side: int) -> bytes:
+    """A JPEG of the decoded pixels, upright, at most ``side`` pixels long. A JPEG is decoded at its draft scale
+    (a 12 MP photo is ~500×375 by now), which is already thumbnail-sized: this costs an encode, and a small
+    resize for other formats and small JPEGs, never a second decode of the original."""
+    width, height = rgb.size
+    if max(width, height) > side:
+        scale = side / max(width, height)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        rgb = rgb.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+    if mirror is not None:
+        rgb = rgb.transpose(mirror)
+    buffer = io.BytesIO()
+    rgb.save(buffer, format="JPEG", quality=THUMBNAIL_QUALITY)
+    return buffer.getvalue()
 
 
 def _centre_square(size: tuple[int, int], mirror: Image.Transpose | None) -> tuple[int, int, int, int]:
@@ -187,6 +278,9 @@ def _centre_square(size: tuple[int, int], mirror: Image.Transpose | None) -> tup
 def _to_rgb(image: Image.Image) -> Image.Image:
     """Flatten any mode to 8-bit RGB: transparency on white, 16-bit scaled, CMYK and palettes converted."""
     mode = image.mode
+    if mode == "LAB":
+        # Pillow converts CIELab through LittleCMS, which the Lambda layer leaves out (phones never write Lab).
+        raise ImageError(ErrorCode.UNSUPPORTED_FORMAT, f"CIELab images are not supported; send {ACCEPTED_NAMES} in RGB")
     if mode.startswith("I") or mode == "F":
         image = _to_8bit(image)
         mode = image.mode

@@ -1,7 +1,8 @@
 """Photos in, Results out: the one path every entry point (CLI, API, nightly batch) goes through.
 
 source bytes → :func:`~refund_sorter.images.load_image` → :class:`~refund_sorter.classifier.Classifier`
-→ :class:`~refund_sorter.taxonomy.Taxonomy` → :class:`~refund_sorter.results.Result`.
+→ :class:`~refund_sorter.taxonomy.Taxonomy` (or, when one is active, a shop's own
+:class:`~refund_sorter.heads.Head` on the pooled features) → :class:`~refund_sorter.results.Result`.
 
 Reading and decoding run on a small thread pool (S3 reads wait on the network; Pillow and onnxruntime
 release the GIL), while the calling thread runs inference a batch at a time, so download, decode and
@@ -23,13 +24,18 @@ import numpy as np
 
 from refund_sorter.config import Settings, get_settings
 from refund_sorter.errors import RefundSorterError
+from refund_sorter.heads.active import FixedHead, HeadSource
+from refund_sorter.heads.embeddings import compact
+from refund_sorter.heads.model import Head, model_version
 from refund_sorter.photos import Photo  # noqa: TC001 - a dataclass field type
-from refund_sorter.results import DepartmentScore, LabelScore, Result, Status, decide
+from refund_sorter.results import NOT_A_PRODUCT, DepartmentScore, LabelScore, Result, Status, decide
 from refund_sorter.vision.classifier import Classifier
-from refund_sorter.vision.taxonomy import Taxonomy
+from refund_sorter.vision.taxonomy import Department, Taxonomy
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
+
+    from refund_sorter.vision.images import DecodedPhoto
 
 logger = logging.getLogger(__name__)
 
@@ -45,36 +51,82 @@ class Outcome:
     photo: Photo
     result: Result | None
     transient_error: Exception | None = None
+    # The photo's pooled features, float16[1280] (2.5 KB), for training heads (refund_sorter.heads.embeddings);
+    # None when the photo failed or the model has no features output.
+    embedding: np.ndarray | None = None
+    thumbnail: bytes | None = None  # the reviewer's JPEG, from the decode the model used (classify(thumbnails=True))
 
 
 class Sorter:
-    """Classifies photos into refund departments."""
+    """Classifies photos into refund departments.
 
-    def __init__(self, settings: Settings, classifier: Classifier | None = None, taxonomy: Taxonomy | None = None):
+    Parameters
+    ----------
+    settings
+        The one settings object.
+    classifier, taxonomy
+        The ONNX model and the ImageNet class → department map (made from ``settings`` by default).
+    heads
+        Where the shop's own head comes from: by default the ACTIVE pointer of the models table
+        (``settings.models_table``; none configured: no head). Without a head the taxonomy sorts.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        classifier: Classifier | None = None,
+        taxonomy: Taxonomy | None = None,
+        heads: HeadSource | None = None,
+    ):
         self.settings = settings
         self.classifier = classifier or Classifier(settings.model_path, settings.intra_op_threads)
         self.taxonomy = taxonomy or Taxonomy.load(settings.model_path.parent)
+        self.heads = heads if heads is not None else _active_heads(settings, self.classifier.info.version)
         self.workers = min(8, (os.cpu_count() or 1) * 2)
 
     @property
     def model_version(self) -> str:
-        return self.classifier.info.version
+        """The backbone, plus the head version when one is active: the exact model a Result came from."""
+        return model_version(self.classifier.info.version, self.head())
+
+    def head(self) -> Head | None:
+        """The head sorting now (``None``: the ImageNet taxonomy)."""
+        return self.heads.current()
+
+    def departments(self) -> list[Department]:
+        """What a prediction (and a reviewer) can name now: the head's departments when one is active."""
+        head = self.head()
+        if head is None:
+            return list(self.taxonomy.departments)
+        trained = head.card.get("training", {}).get("photos_per_department", {})
+        return [
+            Department(d, d.replace("_", " ").replace("-", " ").capitalize(), _learned_from(trained.get(d)))
+            for d in head.departments
+        ]
 
     def classify_one(self, photo: Photo) -> Result:
         """Classify one photo now (the API). Unlike :meth:`classify`, a photo we cannot read or decode raises
         its :class:`~refund_sorter.errors.RefundSorterError`: the caller answers the client with it."""
-        return self._classified([photo], [self._decode(photo.read())])[0]
+        return self.sort_one(photo, thumbnail=False)[0]
 
-    def classify(self, photos: Iterable[Photo]) -> Iterator[Outcome]:
-        """Classify many photos in batches, yielding one Outcome per photo in input order."""
+    def sort_one(self, photo: Photo, *, thumbnail: bool = True) -> tuple[Result, np.ndarray | None, bytes | None]:
+        """:meth:`classify_one`, with what the API keeps beside the Result: the photo's features (for training
+        heads, :mod:`refund_sorter.heads.embeddings`) and the reviewer's thumbnail, both from the same decode."""
+        decoded = self._decode(photo.read(), thumbnail=thumbnail)
+        ((result, embedding),) = self._classified([photo], [decoded.crop])
+        return result, embedding, decoded.thumbnail
+
+    def classify(self, photos: Iterable[Photo], *, thumbnails: bool = False) -> Iterator[Outcome]:
+        """Classify many photos in batches, yielding one Outcome per photo in input order (with its thumbnail when
+        ``thumbnails``: the jobs that store Results keep one for the review page)."""
         batch_size = self.settings.batch_size
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="decode") as pool:
-            in_flight: deque[tuple[Photo, Future[np.ndarray]]] = deque()
+            in_flight: deque[tuple[Photo, Future[DecodedPhoto]]] = deque()
             source = iter(photos)
 
             def top_up() -> None:
                 while len(in_flight) < 2 * batch_size and (photo := next(source, None)) is not None:
-                    in_flight.append((photo, pool.submit(self._read_and_decode, photo)))
+                    in_flight.append((photo, pool.submit(self._read_and_decode, photo, thumbnails)))
 
             top_up()
             while in_flight:
@@ -82,9 +134,9 @@ class Sorter:
                 top_up()  # keep the workers busy while this chunk runs through the model
                 yield from self._classify_chunk(chunk)
 
-    def _classify_chunk(self, chunk: list[tuple[Photo, Future[np.ndarray]]]) -> Iterator[Outcome]:
+    def _classify_chunk(self, chunk: list[tuple[Photo, Future[DecodedPhoto]]]) -> Iterator[Outcome]:
         outcomes: list[Outcome | None] = []
-        ready: list[tuple[int, Photo, np.ndarray]] = []
+        ready: list[tuple[int, Photo, DecodedPhoto]] = []
         for photo, future in chunk:
             try:
                 ready.append((len(outcomes), photo, future.result()))
@@ -95,64 +147,98 @@ class Sorter:
                 logger.warning("could not read %s, leaving it for the next run: %r", photo.source, exc)
                 outcomes.append(Outcome(photo, None, exc))
         if ready:
-            results = self._classified([p for _, p, _ in ready], [c for _, _, c in ready])
-            for (position, photo, _), result in zip(ready, results, strict=True):
-                outcomes[position] = Outcome(photo, result)
+            results = self._classified([p for _, p, _ in ready], [d.crop for _, _, d in ready])
+            for (position, photo, decoded), (result, embedding) in zip(ready, results, strict=True):
+                outcomes[position] = Outcome(photo, result, embedding=embedding, thumbnail=decoded.thumbnail)
         yield from (o for o in outcomes if o is not None)
 
-    def _read_and_decode(self, photo: Photo) -> np.ndarray:
-        return self._decode(photo.read())
+    def _read_and_decode(self, photo: Photo, thumbnail: bool = False) -> DecodedPhoto:
+        return self._decode(photo.read(), thumbnail)
 
-    def _decode(self, data: bytes) -> np.ndarray:
+    def _decode(self, data: bytes, thumbnail: bool = False) -> DecodedPhoto:
         # Imported on first use (Pillow, ~20 ms): the API's routes that never classify don't pay for it.
-        from refund_sorter.vision.images import load_image
+        from refund_sorter.vision.images import decode_photo
 
-        return load_image(data, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels)
+        return decode_photo(
+            data,
+            max_bytes=self.settings.max_image_bytes,
+            max_pixels=self.settings.max_image_pixels,
+            thumbnail_side=self.settings.thumbnail_side if thumbnail else 0,
+        )
 
     def failed_result(self, photo: Photo, error: RefundSorterError) -> Result:
         """The `failed` Result for a photo we could not read or decode."""
         return Result.from_error(id=photo.id, source=photo.source, error=error, model_version=self.model_version)
 
-    def _classified(self, photos: list[Photo], crops: list[np.ndarray]) -> list[Result]:
+    def _classified(self, photos: list[Photo], crops: list[np.ndarray]) -> list[tuple[Result, np.ndarray | None]]:
         from refund_sorter.vision.images import to_model_input
 
-        class_probs = self.classifier.probabilities(to_model_input(crops))
-        department_probs = self.taxonomy.department_probabilities(class_probs)
+        output = self.classifier.run(to_model_input(crops))
+        class_probs = output.probabilities
+        taxonomy_probs = self.taxonomy.department_probabilities(class_probs)
+        # Kept as float16; the head is applied to exactly what is kept, so re-applying any head to stored
+        # features later (training, evaluation) reproduces what the running function decided.
+        embeddings = compact(output.embeddings) if output.embeddings is not None else None
+        head = self.head() if embeddings is not None else None  # one head for the whole chunk
+        if head is None:
+            departments, department_probs = self.taxonomy.department_ids, taxonomy_probs
+            threshold, gate = self.settings.confidence_threshold, None
+        else:
+            departments, department_probs = head.departments, head.probabilities(embeddings)  # type: ignore[arg-type]
+            threshold = head.threshold
+            gate = taxonomy_probs[:, self.taxonomy.department_ids.index(NOT_A_PRODUCT)] >= head.gate
+        version = model_version(self.classifier.info.version, head)
         labels = self.taxonomy.labels
-        departments = self.taxonomy.department_ids
         top_k = self.settings.top_k
         results = []
-        for photo, probs, dept_probs in zip(photos, class_probs, department_probs, strict=True):
+        for row, (photo, probs, dept_probs) in enumerate(zip(photos, class_probs, department_probs, strict=True)):
             best = np.argsort(probs)[::-1][:top_k]
             best_departments = np.argsort(dept_probs)[::-1][:TOP_DEPARTMENTS]
             department = departments[int(best_departments[0])]
             confidence = _probability(dept_probs[best_departments[0]])
-            status, reason = decide(department, confidence, self.settings.confidence_threshold)
-            results.append(
-                Result(
-                    id=photo.id,
-                    source=photo.source,
-                    status=status,
-                    review_reason=reason,
-                    department=department if status is Status.CLASSIFIED else None,
-                    prediction=department,
-                    confidence=confidence,
-                    label=labels[best[0]],
-                    label_confidence=_probability(probs[best[0]]),
-                    top_k=[LabelScore(label=labels[i], confidence=_probability(probs[i])) for i in best],
-                    top_departments=[
-                        DepartmentScore(department=departments[i], confidence=_probability(dept_probs[i]))
-                        for i in best_departments
-                    ],
-                    model_version=self.model_version,
-                )
+            # A head knows only its departments and names one for a cat too: ImageNet's not-a-product
+            # classes (animals, scenes, food, space) still send such a photo to a person.
+            gated = gate is not None and bool(gate[row])
+            status, reason = decide(NOT_A_PRODUCT if gated else department, confidence, threshold)
+            result = Result(
+                id=photo.id,
+                source=photo.source,
+                status=status,
+                review_reason=reason,
+                department=department if status is Status.CLASSIFIED else None,
+                prediction=department,
+                confidence=confidence,
+                label=labels[best[0]],
+                label_confidence=_probability(probs[best[0]]),
+                top_k=[LabelScore(label=labels[i], confidence=_probability(probs[i])) for i in best],
+                top_departments=[
+                    DepartmentScore(department=departments[i], confidence=_probability(dept_probs[i]))
+                    for i in best_departments
+                ],
+                model_version=version,
             )
+            results.append((result, embeddings[row] if embeddings is not None else None))
         return results
 
 
 def _probability(value: np.floating | float) -> float:
     # Six decimals: float32 noise beyond that only makes CSVs and API bodies harder to read.
     return min(1.0, max(0.0, round(float(value), 6)))
+
+
+def _learned_from(photos: int | None) -> str:
+    taught = "A department this shop taught the sorter"
+    return f"{taught} ({photos} photos)" if photos else taught
+
+
+def _active_heads(settings: Settings, backbone: str) -> HeadSource:
+    """The ACTIVE pointer when a models table is configured (in AWS and on the local stack), else no head."""
+    if not (settings.models_table and settings.bucket):
+        return FixedHead(None)
+    from refund_sorter.heads.active import ActiveHead
+    from refund_sorter.heads.registry import ModelRegistry
+
+    return ActiveHead(ModelRegistry(settings), backbone, ttl=settings.head_pointer_ttl_seconds)
 
 
 @lru_cache(maxsize=1)

@@ -10,6 +10,6 @@ from refund_sorter.api.service import get_service
 router = Router()
 
 
-@router.get("/departments", summary="The departments a prediction can name")
+@router.get("/departments", summary="The departments a prediction can name", operation_id="listDepartments")
 def list_departments() -> list[DepartmentOut]:
     return get_service().departments()

@@ -9,8 +9,10 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Path
 
+from refund_sorter.api.openapi import refusals
 from refund_sorter.api.schemas import DayParam  # noqa: TC001 - Powertools reads route annotations at runtime
 from refund_sorter.api.service import get_service
+from refund_sorter.errors import ErrorCode
 
 router = Router()
 
@@ -18,9 +20,11 @@ router = Router()
 @router.get(
     "/exports/<date>",
     summary="The day's results as CSV (a presigned link when large)",
+    operation_id="getExport",
     responses={
         200: {"description": "The CSV", "content": {"text/csv": {"schema": {"type": "string"}}}},
-        303: {"description": "Over 5 MB: Location is a presigned S3 link to the stored export"},
+        303: {"description": "Over 5 MB: Location is a presigned S3 link to the stored export", "content": {}},
+        **refusals(ErrorCode.STORAGE_ERROR),
     },
 )
 def get_export(date: Annotated[DayParam, Path()]) -> Response[str]:

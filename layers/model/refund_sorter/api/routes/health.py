@@ -10,6 +10,6 @@ from refund_sorter.api.service import get_service
 router = Router()
 
 
-@router.get("/health", summary="Liveness; does not load the model")
+@router.get("/health", summary="Liveness; does not load the model", operation_id="health")
 def health() -> Health:
     return Health(model_version=get_service().sorter.model_version)

@@ -1,19 +1,24 @@
-"""``/predictions``: classify a photo, read Results, and record a person's decision."""
+"""``/predictions``: classify a photo, read Results and the review queue (decisions: :mod:`.review`)."""
 
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import Annotated
+from typing import Annotated, Literal
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Query
 from aws_lambda_powertools.metrics import MetricUnit
 
+from refund_sorter.api.errors import PHOTO_CODES
+from refund_sorter.api.openapi import refusals
+
 # Powertools reads route annotations at runtime: these imports are not for type checking only.
-from refund_sorter.api.schemas import DayParam, PredictionPage, PredictionRequest, ReviewRequest  # noqa: TC001
+from refund_sorter.api.schemas import DayParam, PredictionPage, PredictionRequest  # noqa: TC001
 from refund_sorter.api.service import get_service
+from refund_sorter.errors import ErrorCode
 from refund_sorter.results import Result  # noqa: TC001
 
 router = Router()
@@ -21,9 +26,34 @@ logger = Logger(child=True)
 metrics = Metrics()
 
 IdParam = Annotated[str, Path(min_length=1, max_length=64, description="The prediction's id")]
+# What a client (and schemathesis' stateful phase) can do next with the id a POST answered.
+NEXT_WITH_THE_ID = {
+    "GetPrediction": {"operationId": "getPrediction", "parameters": {"id": "$response.body#/id"}},
+    "ReviewPrediction": {"operationId": "reviewPrediction", "parameters": {"id": "$response.body#/id"}},
+}
 
 
-@router.post("/predictions", summary="Classify a photo by URL, S3 key or base64 bytes")
+@router.post(
+    "/predictions",
+    summary="Classify a photo by URL, S3 key or base64 bytes",
+    operation_id="createPrediction",
+    responses={
+        201: {"description": "A new Result", "links": NEXT_WITH_THE_ID},
+        200: {
+            "description": "Already known: the photo's Result (or the first answer to this Idempotency-Key)",
+            "links": NEXT_WITH_THE_ID,
+        },
+        **refusals(
+            *PHOTO_CODES,
+            ErrorCode.FILE_TOO_LARGE,
+            ErrorCode.NOT_FOUND,  # the s3_key names no object
+            ErrorCode.IDEMPOTENCY_KEY_REUSED,
+            ErrorCode.REQUEST_IN_PROGRESS,
+            ErrorCode.STORAGE_ERROR,
+            ErrorCode.MODEL_ERROR,
+        ),
+    },
+)
 def create_prediction(
     request: PredictionRequest,
     idempotency_key: Annotated[
@@ -44,20 +74,38 @@ def create_prediction(
     return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=result)
 
 
-@router.get("/predictions/<id>", summary="One prediction")
+@router.get(
+    "/predictions/<id>",
+    summary="One prediction",
+    operation_id="getPrediction",
+    responses={200: {"description": "The Result"}, **refusals(ErrorCode.STORAGE_ERROR)},
+)
 def get_prediction(id: IdParam) -> Result:
     return get_service().get(id)
 
 
-@router.get("/predictions", summary="A day's predictions, oldest first, paged")
-def list_predictions(
-    date: Annotated[DayParam, Query(description="UTC day, YYYY-MM-DD")],
+@router.get(
+    "/predictions",
+    summary="A day's predictions, or the review queue (status=needs_review), oldest first, paged",
+    description="With `status=needs_review`: the Results waiting for a person, oldest first across nights "
+    "(`date` and `department` narrow it), and on the first page `counts` of what is left.",
+    operation_id="listPredictions",
+    responses={200: {"description": "One page of Results"}, **refusals(ErrorCode.STORAGE_ERROR)},
+)
+def list_predictions(  # Powertools passes query parameters by name
+    *,
+    date: Annotated[DayParam | None, Query(description="UTC day, YYYY-MM-DD (optional for the review queue)")] = None,
+    status: Annotated[Literal["needs_review"] | None, Query(description="needs_review: the review queue")] = None,
+    department: Annotated[
+        str | None, Query(min_length=1, max_length=64, description="The queue's predicted department")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     next_token: Annotated[str | None, Query(max_length=2048)] = None,
+    counts: Annotated[bool, Query(description="The queue's first page: say how much is left (costs 3 queries)")] = True,
 ) -> PredictionPage:
-    return get_service().list_day(date, limit, next_token)
-
-
-@router.patch("/predictions/<id>", summary="A person decides the department: status becomes reviewed")
-def review_prediction(id: IdParam, review: ReviewRequest) -> Result:
-    return get_service().review(id, review)
+    if status is None and date is None:  # a missing parameter, answered like every other one (422)
+        missing = "Field required: date, or status=needs_review for the review queue"
+        raise RequestValidationError([{"loc": ("query", "date"), "msg": missing, "type": "missing"}])
+    return get_service().list_predictions(
+        date=date, status=status, department=department, limit=limit, next_token=next_token, counts=counts
+    )

@@ -13,7 +13,6 @@ import ipaddress
 import socket
 import ssl
 import threading
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,12 +21,17 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import urllib3.util.connection
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from PIL import Image
 
 from refund_sorter.config import Settings
 from refund_sorter.errors import ErrorCode, FetchError
 from refund_sorter.sources import fetch
 from refund_sorter.sources.fetch import FetchedImage, fetch_image
+from refund_sorter_cli.net import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -63,6 +67,8 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     stop: threading.Event
     requests: list[tuple[str, dict[str, str]]]
+    dripping: threading.Event  # a drip has sent its first byte
+    dripped_all: threading.Event  # a drip got to its end: nobody cut it off
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """The fetcher hangs up on purpose (too large, not an image, timeout): not worth a traceback."""
@@ -108,6 +114,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self.wfile.write(bytes([byte]))
             self.wfile.flush()
+            self.server.dripping.set()
+        self.server.dripped_all.set()
 
 
 def _route(path: str) -> Callable[[Callable[[_Handler], None]], Callable[[_Handler], None]]:
@@ -200,6 +208,7 @@ def _serve(tls: ssl.SSLContext | None = None) -> Iterator[_Server]:
     server = _Server(("127.0.0.1", 0), _Handler)
     server.stop = threading.Event()
     server.requests = []
+    server.dripping, server.dripped_all = threading.Event(), threading.Event()
     if tls is not None:  # the handshake then happens in the handler's thread, on its first read
         server.socket = tls.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -227,12 +236,6 @@ class _Certificate:
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> _Certificate:
     """A self-signed certificate for photos.test (no CA anywhere trusts it)."""
-    pytest.importorskip("cryptography")
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "photos.test")])
     now = datetime.now(UTC)
@@ -391,9 +394,8 @@ def test_redirects_within_the_limit_are_followed(server: _Server) -> None:
     ],
 )
 def test_refused(server: _Server, path: str, code: ErrorCode) -> None:
-    started = time.monotonic()
+    # None of these waits for a timeout: a fetch that did would end in fetch_timeout, not in this code.
     assert _refusal(_url(server, path)).code is code
-    assert time.monotonic() - started < 1.5  # none of these waits for a timeout
 
 
 def test_status_is_in_the_message(server: _Server) -> None:
@@ -410,18 +412,62 @@ def test_gzip_body_is_refused_not_decoded(server: _Server) -> None:
     assert "gzip" in _refusal(_url(server, "/gzip-bomb")).message
 
 
+class ManualTimer:
+    """Stands in for the watchdog's ``threading.Timer``: the budget runs out when the test says so."""
+
+    made: ClassVar[list[ManualTimer]] = []
+
+    def __init__(self, interval: float, function: Callable[[], None]) -> None:
+        self.interval, self.function = interval, function
+        self.started = self.cancelled = False
+        ManualTimer.made.append(self)
+
+    def start(self) -> None:
+        self.started = True
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def fire(self) -> None:
+        self.function()
+
+
 @pytest.mark.parametrize("path", ["/drip", "/drip-headers"])
 def test_slow_drip_is_cut_off_by_the_wall_clock_budget(server: _Server, path: str) -> None:
-    settings = Settings(**{**LOCAL.model_dump(), "fetch_connect_timeout": 0.5})  # budget 0.5 + 2 × 1 = 2.5 s
-    started = time.monotonic()
-    assert _refusal(_url(server, path), settings).code is ErrorCode.FETCH_TIMEOUT
-    assert 2.0 < time.monotonic() - started < 4.0  # the budget, not a read timeout, ended it
+    # GIVEN a server that drips a byte every half second (body or headers): no read timeout (5 s) ever trips
+    settings = Settings(**{**LOCAL.model_dump(), "fetch_connect_timeout": 0.5, "fetch_read_timeout": 5.0})
+    server.dripping.clear()
+    server.dripped_all.clear()
+    ManualTimer.made.clear()
+
+    def run_out_of_budget_mid_drip() -> None:
+        assert server.dripping.wait(30), "the server never started dripping"
+        ManualTimer.made[0].fire()
+
+    budget = threading.Thread(target=run_out_of_budget_mid_drip, daemon=True)
+    budget.start()
+    # WHEN the fetch's budget runs out while the server is still dripping
+    with pytest.raises(FetchError) as caught:
+        fetch_image(_url(server, path), settings, timer=ManualTimer)
+    budget.join(5)
+    # THEN the fetch ends as timed out, before the server got to the end of its drip, and the budget was
+    # connect + 2 × read
+    assert caught.value.code is ErrorCode.FETCH_TIMEOUT
+    assert not server.dripped_all.is_set()
+    (timer,) = ManualTimer.made
+    assert timer.started and timer.cancelled
+    assert timer.interval == 0.5 + 2 * 5.0
+
+
+def test_a_fetch_that_finishes_cancels_its_budget(server: _Server) -> None:
+    ManualTimer.made.clear()
+    assert fetch_image(_url(server, "/cat.jpg"), LOCAL, timer=ManualTimer).data == JPEG
+    (timer,) = ManualTimer.made
+    assert timer.cancelled
 
 
 def test_connection_refused(dns: FakeDNS) -> None:
-    with socket.socket() as probe:  # a port that was free a moment ago and has no listener
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # free a moment ago, and nobody listens on it
     assert _refusal(f"http://127.0.0.1:{port}/cat.jpg").code is ErrorCode.FETCH_FAILED
 
 
