@@ -49,15 +49,17 @@ def small_jpeg(seed: int, marker: bytes = b"") -> bytes:
     return buffer.getvalue() + marker
 
 
-def results_per_source(aws: LocalAws) -> Counter[str]:
-    return Counter(item["source"]["S"] for item in aws.items())
+def results_per_photo(aws: LocalAws) -> Counter[str]:
+    """Results per photo, a photo named by its path under the prefix it sits in (``incoming/a.jpg`` and
+    ``processed/a.jpg`` are one photo): each Result names where its photo is kept now (``photo_key``)."""
+    return Counter(item["photo_key"]["S"].split("/", 1)[1] for item in aws.items())
 
 
 def assert_each_photo_once(aws: LocalAws, keys: list[str]) -> None:
     """Exactly one Result per photo, and every photo in processed/ or failed/ (none left in incoming/)."""
-    per_source = results_per_source(aws)
-    assert sorted(per_source) == sorted(f"s3://{aws.settings.bucket}/{key}" for key in keys)
-    assert set(per_source.values()) == {1}
+    per_photo = results_per_photo(aws)
+    assert sorted(per_photo) == sorted(key.split("/", 1)[1] for key in keys)
+    assert set(per_photo.values()) == {1}
     assert aws.keys("incoming/") == []
     filed = {k.split("/", 1)[1] for k in aws.keys("processed/") + aws.keys("failed/")}
     assert filed == {key.split("/", 1)[1] for key in keys}

@@ -189,5 +189,7 @@ def test_photos_listed_but_gone_count_as_done_by_someone_else(aws: LocalAws, sor
     (listed,) = list(aws.bucket.incoming())
     gone = StoredPhoto("incoming/vanished.jpg", listed.etag, listed.size)
     report = classify_chunk(sorter, aws.store, aws.bucket, jobs_table(aws), Chunk(index=0, classify=[listed, gone]))
-    # a photo deleted since the plan (no Result anywhere) becomes a failed Result, never a crashed chunk
-    assert report.classified + report.needs_review + report.failed == 2
+    # a photo gone since the plan was moved by someone else (who stores its Result): no Result of ours, no
+    # crashed chunk
+    assert (report.classified + report.needs_review + report.failed, report.already_done) == (1, 1)
+    assert [item["photo_key"]["S"] for item in aws.items()] == ["processed/a.jpg"]

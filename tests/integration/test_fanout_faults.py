@@ -25,7 +25,7 @@ import pytest
 
 from refund_sorter.jobs.upload import classify_uploaded
 from refund_sorter_cli.stepfunctions import Event, LocalLambdas
-from tests.integration.nightly import assert_each_photo_once, results_per_source, run_night, small_jpeg, summary_of
+from tests.integration.nightly import assert_each_photo_once, results_per_photo, run_night, small_jpeg, summary_of
 
 if TYPE_CHECKING:
     from refund_sorter.vision.sorter import Sorter
@@ -60,29 +60,29 @@ def hang_on_marked_photo(flag: str) -> None:
     """Decoding the photo carrying ``HANG`` hangs, the first time (the function's timeout must end it)."""
     from refund_sorter.vision import images
 
-    original = images.load_image
+    original = images.decode_photo
 
-    def load_image(data: bytes, **limits: Any) -> Any:
+    def decode_photo(data: bytes, **limits: Any) -> Any:
         if HANG in data and not Path(flag).exists():
             Path(flag).touch()
             time.sleep(3600)
         return original(data, **limits)
 
-    images.load_image = load_image
+    images.decode_photo = decode_photo
 
 
 def crash_on_poison() -> None:
     """Decoding the photo carrying ``POISON`` kills the process, every time."""
     from refund_sorter.vision import images
 
-    original = images.load_image
+    original = images.decode_photo
 
-    def load_image(data: bytes, **limits: Any) -> Any:
+    def decode_photo(data: bytes, **limits: Any) -> Any:
         if POISON in data:
             os._exit(139)
         return original(data, **limits)
 
-    images.load_image = load_image
+    images.decode_photo = decode_photo
 
 
 def fail_chunk(index: int) -> None:
@@ -215,7 +215,7 @@ def test_photos_the_upload_trigger_classified_meanwhile_are_skipped(
     assert summary["counts"]["already_done"] == 3
     assert summary["counts"]["classified"] + summary["counts"]["needs_review"] == 3
     assert_each_photo_once(aws, keys)
-    assert set(results_per_source(aws).values()) == {1}
+    assert set(results_per_photo(aws).values()) == {1}
 
 
 @pytest.mark.usefixtures("chunks_of_three")

@@ -1,6 +1,6 @@
 """Photos in, Results out: the one path every entry point (CLI, API, nightly batch) goes through.
 
-source bytes → :func:`~refund_sorter.images.load_image` → :class:`~refund_sorter.classifier.Classifier`
+source bytes → :func:`~refund_sorter.vision.images.decode_photo` → :class:`~refund_sorter.classifier.Classifier`
 → :class:`~refund_sorter.taxonomy.Taxonomy` (or, when one is active, a shop's own
 :class:`~refund_sorter.heads.Head` on the pooled features) → :class:`~refund_sorter.results.Result`.
 
