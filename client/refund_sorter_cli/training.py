@@ -215,7 +215,7 @@ def _stack_settings(aws: bool) -> Settings:
 
     if not aws:
         use_local_aws()
-        apply_function_environment(Template(), "BatchFunction")
+        apply_function_environment(Template(), "ClassifyChunkFunction")
     return get_settings()
 
 

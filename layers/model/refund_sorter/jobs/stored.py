@@ -172,13 +172,16 @@ class _Run:
         if not batch:
             return
         try:
-            refused = self.bucket.delete_originals(batch)
+            refused, reason = self.bucket.delete_originals(batch), "S3 refused"
         except Exception as exc:  # noqa: BLE001 - the Results are stored: the next run moves these photos
-            refused = [copy.original.key for copy in batch]
-            logger.warning("could not delete %d originals: %r", len(batch), exc)
+            refused, reason = [copy.original.key for copy in batch], repr(exc)
         if refused:
+            message = f"could not delete {len(refused)} originals after copying them ({reason}); the next run will"
+                f"could not delete {len(refused)} originals after copying them ({reason}): the next run moves them"
+            )
+            logger.warning(message)
             with self.lock:
-                self.report.errors.append(f"{len(refused)} photos copied but left in incoming/ for the next run")
+                self.report.errors.append(message)
 
     def _record(
         self, result: Result | None, *, added: bool = True, error: Exception | None = None, source: str = ""
