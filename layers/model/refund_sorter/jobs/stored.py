@@ -176,8 +176,8 @@ class _Run:
         except Exception as exc:  # noqa: BLE001 - the Results are stored: the next run moves these photos
             refused, reason = [copy.original.key for copy in batch], repr(exc)
         if refused:
-            message = f"could not delete {len(refused)} originals after copying them ({reason}); the next run will"
-                f"could not delete {len(refused)} originals after copying them ({reason}): the next run moves them"
+            message = (
+                f"could not delete {len(refused)} originals after copying them ({reason}); the next run moves them"
             )
             logger.warning(message)
             with self.lock:
