@@ -94,24 +94,25 @@ def check_each_photo_once(keys: list[str]) -> dict[str, Any]:
     from refund_sorter.storage.clients import dynamodb_client, s3_client
 
     settings = get_settings()
-    pages = dynamodb_client().get_paginator("scan").paginate(TableName=settings.table, ProjectionExpression="#s",
-                                                             ExpressionAttributeNames={"#s": "source"})  # fmt: skip
-    per_source = Counter(item["source"]["S"] for page in pages for item in page["Items"])
+    # A Result names where its photo is kept now (photo_key): processed/a.jpg is the photo incoming/a.jpg was.
+    pages = dynamodb_client().get_paginator("scan").paginate(TableName=settings.table, ProjectionExpression="#k",
+                                                             ExpressionAttributeNames={"#k": "photo_key"})  # fmt: skip
+    per_photo = Counter(item["photo_key"]["S"].split("/", 1)[1] for page in pages for item in page["Items"])
 
     def keys_under(prefix: str) -> set[str]:
         listing = s3_client().get_paginator("list_objects_v2").paginate(Bucket=settings.bucket, Prefix=prefix)
         return {obj["Key"].split("/", 1)[1] for page in listing for obj in page.get("Contents", [])}
 
     filed = keys_under(settings.processed_prefix) | keys_under(settings.failed_prefix)
-    expected_sources = {f"s3://{settings.bucket}/{key}" for key in keys}
+    expected = {key.split("/", 1)[1] for key in keys}
     return {
         "photos": len(keys),
-        "results": sum(per_source.values()),
-        "photos_with_exactly_one_result": sum(1 for s in expected_sources if per_source.get(s) == 1),
+        "results": sum(per_photo.values()),
+        "photos_with_exactly_one_result": sum(1 for photo in expected if per_photo.get(photo) == 1),
         "left_in_incoming": len(keys_under(settings.incoming_prefix)),
         "filed_in_processed_or_failed": len(filed & {k.split("/", 1)[1] for k in keys}),
-        "ok": set(per_source) == expected_sources
-        and set(per_source.values()) == {1}
+        "ok": set(per_photo) == expected
+        and set(per_photo.values()) == {1}
         and filed >= {k.split("/", 1)[1] for k in keys}
         and not keys_under(settings.incoming_prefix),
     }
