@@ -60,7 +60,7 @@ class MemoryBucket(PhotoBucket):
             raise NotFoundError(f"no object {self.uri(key)}")
         return self._stored(key)
 
-    def photo(self, stored: StoredPhoto, result_id: str | None = None) -> Photo:
+    def photo(self, stored: StoredPhoto, result_id: str | None = None, *, to_archive: bool = False) -> Photo:
         def read() -> bytes:
             if stored.key in self.unreadable:
                 raise self.unreadable[stored.key]

@@ -119,7 +119,7 @@ class _Run:
                     self._submit(self._archive_classified, stored, existing)
                     continue
                 self.pending[stored.result_id] = stored
-                yield self.bucket.photo(stored)
+                yield self.bucket.photo(stored, to_archive=True)
 
     def _submit(self, work: Callable[[StoredPhoto, Result], None], stored: StoredPhoto, result: Result) -> None:
         self.slots.acquire()

@@ -93,6 +93,8 @@ class PhotoBucket:
         self.name = settings.bucket
         self.settings = settings
         self.client = client or s3_client()
+        # (key, ETag) → Content-Type and metadata of photos read to be archived (see photo(..., to_archive=True))
+        self._headers_read: dict[tuple[str, str], dict[str, Any]] = {}
 
     def uri(self, key: str) -> str:
         return f"s3://{self.name}/{key}"
@@ -142,8 +144,13 @@ class PhotoBucket:
         except _S3_FAULTS as exc:
             raise StorageError(f"could not list {self.uri(self.settings.incoming_prefix)}: {exc}") from exc
 
-    def photo(self, stored: StoredPhoto, result_id: str | None = None) -> Photo:
-        """A pipeline Photo that reads exactly this version of the object (If-Match on its ETag)."""
+    def photo(self, stored: StoredPhoto, result_id: str | None = None, *, to_archive: bool = False) -> Photo:
+        """A pipeline Photo that reads exactly this version of the object (If-Match on its ETag).
+
+        ``to_archive``: the photo will be copied to ``processed/`` or ``failed/`` after it is read, so keep what
+        the copy must carry over (Content-Type, the uploader's metadata) from the read's reply: that saves the
+        copy a HeadObject request per photo. Only for a bucket object that lives one run (a handler's).
+        """
 
         def read() -> bytes:
             if stored.size > self.settings.max_image_bytes:
@@ -156,6 +163,11 @@ class PhotoBucket:
             except self.client.exceptions.NoSuchKey as exc:
                 raise NotFoundError(f"{self.uri(stored.key)} is gone") from exc
             # Any other error is left raw on purpose: see the module docstring.
+            if to_archive:
+                self._headers_read[stored.key, stored.etag] = {
+                    "ContentType": reply.get("ContentType", ""),
+                    "Metadata": reply.get("Metadata", {}),
+                }
             return reply["Body"].read()
 
         return Photo(id=result_id or stored.result_id, source=self.uri(stored.key), read=read)
@@ -229,14 +241,16 @@ class PhotoBucket:
         Returns ``None`` if the original moved or was replaced since it was listed (nothing of ours to copy).
         """
         target = self.archive_key(stored, failed=error is not None)
-        try:
-            # The copy replaces the metadata (to add the Result's id), which drops the Content-Type and the
-            # uploader's metadata unless they are sent again: read them first.
-            original = self.client.head_object(Bucket=self.name, Key=stored.key, IfMatch=stored.quoted_etag)
-        except _S3_FAULTS as exc:
-            if _code(exc) in _SOURCE_CHANGED:
-                return None
-            raise StorageError(f"could not read {self.uri(stored.key)}: {exc}") from exc
+        # The copy replaces the metadata (to add the Result's id), which drops the Content-Type and the
+        # uploader's metadata unless they are sent again: from the photo's read if it kept them, else asked for.
+        original = self._headers_read.pop((stored.key, stored.etag), None)
+        if original is None:
+            try:
+                original = dict(self.client.head_object(Bucket=self.name, Key=stored.key, IfMatch=stored.quoted_etag))
+            except _S3_FAULTS as exc:
+                if _code(exc) in _SOURCE_CHANGED:
+                    return None
+                raise StorageError(f"could not read {self.uri(stored.key)}: {exc}") from exc
         metadata = {k: v for k, v in original.get("Metadata", {}).items() if k not in _ERROR_METADATA}
         metadata[RESULT_ID] = result_id
         extra: dict[str, Any] = {"MetadataDirective": "REPLACE", "Metadata": metadata}
