@@ -117,7 +117,7 @@ def predict_scenarios(
 def activate_a_head(aws: LocalAws, head_folder: Path) -> None:
     """Publish and activate a trained head (the CLI's part, not recorded): the functions then read the pointer
     and the version's files, which their policies must allow."""
-    from refund_sorter_cli.model_admin import ModelAdmin
+    from refund_sorter_training.admin import ModelAdmin
 
     admin = ModelAdmin(aws.settings, aws.s3, aws.dynamodb)
     admin.activate(admin.publish(head_folder))

@@ -1,6 +1,7 @@
-"""Writing model versions and the ACTIVE pointer: what ``refund-sorter train`` and ``refund-sorter models``
-do with the user's credentials. The functions only read them (:class:`refund_sorter.heads.registry.ModelRegistry`),
-so none of this ships to Lambda or needs a permission there."""
+"""Writing model versions and the ACTIVE pointer: what the training function (TrainFunction) does when it
+publishes a version (and activates it, when asked), and what ``refund-sorter models`` does with the user's
+credentials. The other functions only read them (:class:`refund_sorter.heads.registry.ModelRegistry`), so
+this ships in the training layer only, and only TrainFunction's policy may write ``models/`` and the pointer."""
 
 from __future__ import annotations
 
@@ -46,6 +47,12 @@ class ModelAdmin(ModelRegistry):
                 ContentType=CONTENT_TYPES.get(path.suffix, "application/octet-stream"),
             )
         return head.version
+
+    def files(self, version: str) -> list[str]:
+        """The names of a version's files (``version.json``, ``head.npz``, the report and its pictures)."""
+        prefix = self.key(version, "")
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return sorted(obj["Key"][len(prefix) :] for page in pages for obj in page.get("Contents", []))
 
     def exists(self, version: str) -> bool:
         reply = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=self.key(version, VERSION_FILE), MaxKeys=1)
