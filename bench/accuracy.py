@@ -58,9 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from refund_sorter.config import Settings
+    from refund_sorter.heads.labelled import backbone_sorter
     from refund_sorter.heads.model import Head
     from refund_sorter_training.fit import Labelled, fit, fit_weights
-    from refund_sorter.heads.labelled import backbone_sorter
 
     settings = Settings()
     sorter = backbone_sorter(settings)

@@ -226,7 +226,7 @@ def run_function(args: argparse.Namespace, function: str, event: dict[str, Any])
             # The function's log lines go where Lambda's would not mix with its answer: stderr, not stdout.
             with contextlib.redirect_stdout(sys.stderr):
                 return dict(invoke(Template(), function, event))
-        except Exception as exc:  # noqa: BLE001 - a function's crash, reported like Lambda's FunctionError
+        except Exception as exc:
             raise FunctionFailedError(f"{function} failed: {type(exc).__name__}: {exc}") from exc
     return _invoke_deployed(function, event)
 
@@ -323,9 +323,9 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 
 def _download(args: argparse.Namespace, version: str, out: Path) -> None:
-    from refund_sorter_training.admin import ModelAdmin
+    from refund_sorter_cli.model_admin import ModelCatalogue
 
-    admin = ModelAdmin(_stack_settings(args))
+    admin = ModelCatalogue(_stack_settings(args))
     out.mkdir(parents=True, exist_ok=True)
     for name in admin.files(version):
         (out / name).write_bytes(admin.read(version, name))
@@ -336,9 +336,9 @@ def _download(args: argparse.Namespace, version: str, out: Path) -> None:
 
 
 def _registry(args: argparse.Namespace) -> Any:
-    from refund_sorter_training.admin import ModelAdmin
+    from refund_sorter_cli.model_admin import ModelCatalogue
 
-    return ModelAdmin(_stack_settings(args))
+    return ModelCatalogue(_stack_settings(args))
 
 
 def _models_list(args: argparse.Namespace) -> int:

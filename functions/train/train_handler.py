@@ -39,6 +39,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         seed=int(event.get("seed", 0)),
     )
     metrics.add_metric(name="trained", unit=MetricUnit.Count, value=1 if summary["ok"] else 0)
-    metrics.add_metric(name="labelled_without_features", unit=MetricUnit.Count, value=summary["labelled_without_features"])
+    metrics.add_metric(
+        name="labelled_without_features", unit=MetricUnit.Count, value=summary["labelled_without_features"]
+    )
     logger.info("training done", extra=summary)
     return summary

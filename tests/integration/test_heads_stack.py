@@ -17,16 +17,17 @@ from refund_sorter.sources.files import photo_from_path
 from refund_sorter.vision.sorter import Sorter, get_sorter
 from refund_sorter_cli.commands import main
 from refund_sorter_cli.local_stack import make_api_app
-from refund_sorter_training.admin import ModelAdmin, load_embeddings
+from refund_sorter_cli.model_admin import ModelCatalogue
 from refund_sorter_cli.net import free_port
+from refund_sorter_training.admin import load_embeddings
 from tests.conftest import CLOTHING
 from tests.integration.conftest import LocalAws
 
 DEPARTMENTS = ["hat", "pants", "shoes", "t-shirt"]
 
 
-def registry_of(aws: LocalAws) -> ModelAdmin:
-    return ModelAdmin(aws.settings, aws.s3, aws.dynamodb)
+def registry_of(aws: LocalAws) -> ModelCatalogue:
+    return ModelCatalogue(aws.settings, aws.s3, aws.dynamodb)
 
 
 def hat_photo() -> Path:

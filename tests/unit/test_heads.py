@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from xml.etree import ElementTree
-
 import json
 import shutil
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import numpy as np
 import pytest
@@ -19,9 +18,9 @@ from refund_sorter.heads.model import Head, HeadError
 from refund_sorter.heads.registry import Pointer
 from refund_sorter.vision.sorter import Sorter
 from refund_sorter_cli.commands import main
-from refund_sorter_training.fit import choose_threshold, fit_weights
 from refund_sorter_cli.samples import photo_path
 from refund_sorter_cli.training import sorter_with_head
+from refund_sorter_training.fit import choose_threshold, fit_weights
 from tests.conftest import CLOTHING
 
 NOT_PRODUCTS = ("skimage/chelsea", "skimage/rocket", "sklearn/china")  # a cat, a rocket, a landscape

@@ -15,7 +15,7 @@ from refund_sorter.heads.registry import POINTER_ID, ModelRegistry, Pointer
 from refund_sorter.results import utc_now
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Iterable
     from pathlib import Path
 
     import numpy as np
@@ -48,25 +48,9 @@ class ModelAdmin(ModelRegistry):
             )
         return head.version
 
-    def files(self, version: str) -> list[str]:
-        """The names of a version's files (``version.json``, ``head.npz``, the report and its pictures)."""
-        prefix = self.key(version, "")
-        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
-        return sorted(obj["Key"][len(prefix) :] for page in pages for obj in page.get("Contents", []))
-
     def exists(self, version: str) -> bool:
         reply = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=self.key(version, VERSION_FILE), MaxKeys=1)
         return reply.get("KeyCount", 0) > 0
-
-    def versions(self) -> Iterator[dict[str, Any]]:
-        """Every version's ``version.json``, oldest first (version ids start with their UTC time)."""
-        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix, Delimiter="/")
-        names = sorted(p["Prefix"][len(self.prefix) : -1] for page in pages for p in page.get("CommonPrefixes", []))
-        for name in names:
-            try:
-                yield self.card(name)
-            except NotFoundError:  # a version still being uploaded (version.json comes last)
-                continue
 
     def activate(self, version: str, by: str = "local") -> Pointer:
         """Make ``version`` the one every function uses (within ``head_pointer_ttl_seconds``)."""

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from refund_sorter_training.admin import ModelAdmin
 from refund_sorter_training.data import StackData, stack_data
 from refund_sorter_training.fit import Labelled, TrainingDataError, fit
 from refund_sorter_training.report import write_report
@@ -24,6 +23,7 @@ if TYPE_CHECKING:
     from refund_sorter.heads.model import Head
     from refund_sorter.storage.bucket import PhotoBucket
     from refund_sorter.storage.dynamodb import DynamoResultStore
+    from refund_sorter_training.admin import ModelAdmin
 
 logger = logging.getLogger(__name__)
 

@@ -106,8 +106,8 @@ def _blue(share: float) -> str:
 def confusion_svg(confusion: dict[str, Any]) -> str:
     """The confusion matrix as an SVG heat map: rows are the true departments, columns the predicted ones."""
     labels, matrix = confusion["labels"], confusion["matrix"]
-    cell, left, top = 36, 12 + 7 * max(len(label) for label in labels), 24
-    bottom = 12 + 7 * max(len(label) for label in labels)
+    longest = max(len(label) for label in labels)
+    cell, left, top, bottom = 36.0, 12.0 + 7 * longest, 24.0, 12.0 + 7 * longest
     size = cell * len(labels)
     peak = max((count for row in matrix for count in row), default=0) or 1
     body = [f'<text x="{left + size / 2}" y="14" text-anchor="middle">predicted</text>']
