@@ -112,6 +112,9 @@ def _train(args: argparse.Namespace) -> int:
     except TrainingDataError as exc:
         print(f"cannot train: {exc}", file=sys.stderr)
         return EXIT_BAD_DATA
+    except FunctionFailedError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_JOB_FAILED
 
 
 def labelled_files(folder: Path) -> list[tuple[str, Path]]:
