@@ -20,6 +20,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[1]
 CLOTHING = ROOT / "tests" / "fixtures" / "clothing"
@@ -105,7 +109,7 @@ def measure() -> dict[str, object]:
     }
 
 
-def _main_head_report() -> object:
+def _main_head_report() -> ModuleType:
     """main's head_report.py (matplotlib PNGs), as the "before" path drew its pictures."""
     source = subprocess.run(
         ["git", "show", "main:client/refund_sorter_cli/head_report.py"], cwd=ROOT, check=True, capture_output=True
