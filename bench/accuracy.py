@@ -5,7 +5,7 @@ Run from the repo root: ``.venv/bin/python -m bench.accuracy [--datasets DIR]``.
 is absent it says so and leaves the committed results alone. Writes ``bench/accuracy.json`` (everything) and
 ``bench/accuracy.md`` (the tables), and prints the table.
 
-The head is trained exactly as the CLI does (:func:`refund_sorter_cli.fit_head.fit`: C by CV on the training
+The head is trained exactly as the CLI does (:func:`refund_sorter_training.fit.fit`: C by CV on the training
 split, a stratified hold-out of ``train/`` choosing the auto-sort threshold) on ``train/`` only, and measured
 on ``validation/`` only, applied through the runtime's own :class:`~refund_sorter.heads.Head` and the Sorter's
 decision rule (threshold and not-a-product gate). The ImageNet-taxonomy baseline is the same Sorter without a
@@ -58,12 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from refund_sorter.config import Settings
+    from refund_sorter.heads.labelled import backbone_sorter
     from refund_sorter.heads.model import Head
-    from refund_sorter_cli.fit_head import Labelled, fit, fit_weights
-    from refund_sorter_cli.training import training_sorter
+    from refund_sorter_training.fit import Labelled, fit, fit_weights
 
     settings = Settings()
-    sorter = training_sorter(settings)
+    sorter = backbone_sorter(settings)
     backbone = sorter.classifier.info.version
     train_files, validation_files = list_split(dataset / "train"), list_split(dataset / "validation")
     train = extract_with_results(sorter, train_files, CACHE_DIR / f"train-{backbone}.npz")
@@ -177,7 +177,7 @@ def extract_with_results(sorter: Sorter, files: list[tuple[str, Path]], cache: P
 
 def evaluate_head(head: Any, data: dict[str, Any], classes: list[str]) -> dict[str, Any]:
     """The head as the Sorter applies it (threshold, gate) on validation/: top-1, per class, coverage."""
-    from refund_sorter_cli.fit_head import scores_by_department
+    from refund_sorter_training.fit import scores_by_department
 
     probabilities = head.probabilities(data["features"])
     predicted = np.array(head.departments)[probabilities.argmax(axis=1)]

@@ -185,7 +185,7 @@ def nightly_cost(sorter: Sorter, datas: list[bytes], endpoint: str, runs: int) -
     from refund_sorter_cli.template import Template
 
     template = Template()
-    for key, value in function_environment(template, "BatchFunction").items():
+    for key, value in function_environment(template, "ClassifyChunkFunction").items():
         os.environ[key] = value
     get_settings.cache_clear()
     settings = get_settings()

@@ -19,6 +19,7 @@ TEMPLATE := infra/template.yaml
 SAM_CONFIG := $(CURDIR)/infra/samconfig.toml
 BUILT_TEMPLATE := .aws-sam/build/template.yaml
 LAYER_BUILD_DIR := .aws-sam/build/ModelLayer/python
+TRAIN_LAYER_BUILD_DIR := .aws-sam/build/TrainLayer/python
 
 # Lambda architecture for `build` (layer wheels + function architecture); deploy with the same
 # Architecture parameter. arm64 is untested (onnxruntime#10038).
@@ -58,14 +59,15 @@ validate: $(SAM_STAMP) ## cfn-lint and sam validate --lint on infra/template.yam
 # skipped, loudly, and the layer ships untested.
 LAMBDA_MACHINE := $(if $(filter arm64,$(LAMBDA_ARCH)),aarch64,$(LAMBDA_ARCH))
 
-# "--handler <built code dir>:<module.function>" for every function of the built template
+# "--handler <built code dir>:<module.function>" for every function of the built template on layer $LAYER
 define BUILT_HANDLERS
-import yaml
+import os, yaml
 build = ".aws-sam/build"
 for resource in yaml.safe_load(open(f"{build}/template.yaml"))["Resources"].values():
     if resource["Type"] == "AWS::Serverless::Function":
         properties = resource["Properties"]
-        print(f"--handler {build}/{properties['CodeUri']}:{properties['Handler']}")
+        if any(os.environ["LAYER"] in str(layer) for layer in properties.get("Layers", [])):
+            print(f"--handler {build}/{properties['CodeUri']}:{properties['Handler']}")
 endef
 export BUILT_HANDLERS
 
@@ -75,7 +77,10 @@ define LAYER_SMOKE
 	  echo "WARNING: layer-smoke SKIPPED: a $(LAMBDA_ARCH) layer cannot run on this $$(uname -m) host"; \
 	else \
 	  smoke="$(LAMBDA_PYTHON) -I -S infra/layer_smoke.py $(LAYER_BUILD_DIR) --runtime $(LAMBDA_RUNTIME_DIR)"; \
-	  smoke="$$smoke $$($(SAM_BIN)/python -c "$$BUILT_HANDLERS" | tr '\n' ' ')"; \
+	  smoke="$$smoke $$(LAYER=ModelLayer $(SAM_BIN)/python -c "$$BUILT_HANDLERS" | tr '\n' ' ')"; \
+	  echo "$$smoke" && $$smoke; \
+	  smoke="$(LAMBDA_PYTHON) -I -S infra/train_layer_smoke.py $(TRAIN_LAYER_BUILD_DIR) --runtime $(LAMBDA_RUNTIME_DIR)"; \
+	  smoke="$$smoke $$(LAYER=TrainLayer $(SAM_BIN)/python -c "$$BUILT_HANDLERS" | tr '\n' ' ')"; \
 	  echo "$$smoke" && $$smoke; \
 	fi
 endef
@@ -83,6 +88,8 @@ endef
 # The layer's budget (issue 12): 120 MiB unzipped, in Lambda's own unit (its 250 MB limit is 262,144,000 bytes).
 # `make build` fails above it, so growth is a decision rather than a surprise.
 LAYER_BUDGET_MIB ?= 120
+# The training layer's: Lambda's whole limit (262,144,000 bytes = 250 MiB) less room for the handler.
+TRAIN_LAYER_BUDGET_MIB ?= 245
 
 define LAYER_SIZE
 	@test -d $(LAYER_BUILD_DIR) || { echo "no built layer: make build"; exit 1; }
@@ -93,6 +100,12 @@ define LAYER_SIZE
 	@cd $(LAYER_BUILD_DIR) && find . -name '*.so*' -printf '%s\n' | awk '{s += $$1} END {printf "%.2f MiB shared libraries\n", s / 1048576}'
 	@test $$(du -sb $(LAYER_BUILD_DIR) | cut -f1) -le $$(( $(LAYER_BUDGET_MIB) * 1048576 )) \
 	  || { echo "ModelLayer is over its budget of $(LAYER_BUDGET_MIB) MiB (layers/model/Makefile slims it)"; exit 1; }
+	@# TrainFunction has TrainLayer alone: it must fit Lambda's limit for a function's code + layers by itself.
+	@test -d $(TRAIN_LAYER_BUILD_DIR) || { echo "no built training layer: make build"; exit 1; }
+	@du -sb $(TRAIN_LAYER_BUILD_DIR) | awk '{printf "TrainLayer unzipped: %d bytes = %.2f MiB = %.1f MB (TrainFunction\047s only layer; Lambda: 250 MiB for layers + code)\n", $$1, $$1 / 1048576, $$1 / 1e6}'
+	@cd $(TRAIN_LAYER_BUILD_DIR) && du -sb -- * | sort -rn | head -8 | awk '{printf "  %8.2f MiB  %s\n", $$1 / 1048576, $$2}'
+	@test $$(du -sb $(TRAIN_LAYER_BUILD_DIR) | cut -f1) -le $$(( $(TRAIN_LAYER_BUDGET_MIB) * 1048576 )) \
+	  || { echo "TrainLayer is over $(TRAIN_LAYER_BUDGET_MIB) MiB (layers/train/Makefile slims it)"; exit 1; }
 endef
 
 build: $(SAM_STAMP) $(LAMBDA_RUNTIME_STAMP) ## sam build (no Docker), then smoke-test the model layer and print its size

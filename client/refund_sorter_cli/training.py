@@ -2,27 +2,26 @@
 
 ``train DIR --out MODEL_DIR``
     learns from photos in ``DIR/<department>/*`` on this machine (no AWS) and writes a model version.
-``train [--out MODEL_DIR] [--activate]`` (no DIR)
-    learns on the stack: the photos under ``labelled/<department>/`` in the bucket plus every reviewed Result
-    (a person's decision is a label), and publishes the version to ``models/<version>/``.
+``train [--activate] [--out MODEL_DIR]`` (no DIR)
+    starts the training job on the stack (TrainFunction: in this process on the local stack, as ``sam local
+    invoke`` would; ``lambda:Invoke`` with ``--aws``) and prints its summary. The job learns from the photos
+    under ``labelled/<department>/`` in the bucket plus every reviewed Result (a person's decision is a label)
+    and publishes the version to ``models/<version>/``. Labelled photos get their features when they arrive
+    (EmbedLabelledFunction); first, this asks that function to embed any that have none yet (uploaded before
+    it was deployed, or on the local stack, where S3 notifications do not run functions), so the job learns
+    from every labelled photo.
 ``models list | show V | activate V | rollback``
     the versions on the stack and the ACTIVE pointer every function follows (within a minute).
 
-Why the fit runs here, in the CLI process, and not in a Lambda function: scikit-learn + scipy add ~150 MB,
-and the model layer (142 MB) plus them is over Lambda's 250 MB limit for layers and code; a container image
-would need Docker to build. The fit itself takes seconds on a few thousand features, so a server adds
-nothing but idle cost and deployment weight. The running functions only read what training stores (the
-head's arrays, applied with numpy), and everything training reads was stored by them: the features of
-every classified photo (``embeddings/``), so training decodes a photo once at most (``labelled/`` photos,
-the first time they are used).
+Both paths fit with the same code (:mod:`refund_sorter_training`), which on the stack runs in a Lambda
+function with its own layer (scikit-learn, scipy): no server, no idle cost, nothing added to the model layer.
 """
 
 from __future__ import annotations
 
-import re
+import contextlib
+import json
 import sys
-import tempfile
-from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,14 +34,18 @@ if TYPE_CHECKING:
     from refund_sorter.config import Settings
     from refund_sorter.photos import Photo
     from refund_sorter.results import Result
-    from refund_sorter.storage.bucket import PhotoBucket, StoredPhoto
-    from refund_sorter.storage.dynamodb import DynamoResultStore
     from refund_sorter.vision.sorter import Sorter
-    from refund_sorter_cli.fit_head import Labelled
+    from refund_sorter_training.fit import Labelled
 
-# A department is a folder name and an id in the API: keep it to what reads well in both.
-DEPARTMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 EXIT_BAD_DATA = 2
+EXIT_JOB_FAILED = 1
+TRAIN_FUNCTION = "TrainFunction"
+EMBED_FUNCTION = "EmbedLabelledFunction"
+# With --aws: the deployed functions' names (the stack outputs TrainFunctionName, EmbedLabelledFunctionName).
+FUNCTION_NAME_VARIABLES = {
+    TRAIN_FUNCTION: "REFUND_SORTER_TRAIN_FUNCTION",
+    EMBED_FUNCTION: "REFUND_SORTER_EMBED_FUNCTION",
+}
 
 
 def register(commands: Any) -> None:
@@ -51,6 +54,12 @@ def register(commands: Any) -> None:
     train.add_argument("folder", nargs="?", type=Path, metavar="DIR", help="DIR/<department>/* photos (no AWS)")
     train.add_argument("--out", type=Path, metavar="MODEL_DIR", help="write the model version here")
     train.add_argument("--activate", action="store_true", help="on the stack: make the new version active")
+    train.add_argument(
+        "--no-embed-missing",
+        dest="embed_missing",
+        action="store_false",
+        help="on the stack: do not first embed labelled photos that have no features yet (they are left out)",
+    )
     train.add_argument("--seed", type=int, default=0, help="for the hold-out split and CV folds")
     train.add_argument("--aws", action="store_true", help="train on the deployed stack (no DIR)")
     train.set_defaults(run=_train)
@@ -91,7 +100,7 @@ def sorter_with_head(folder: Path | None) -> Sorter:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from refund_sorter_cli.fit_head import TrainingDataError
+    from refund_sorter_training.fit import TrainingDataError
 
     try:
         if args.folder is not None:
@@ -99,15 +108,19 @@ def _train(args: argparse.Namespace) -> int:
                 print("train DIR needs --out MODEL_DIR (and acts on this machine only)", file=sys.stderr)
                 return EXIT_BAD_DATA
             return train_folder(args.folder, args.out, seed=args.seed)
-        return train_on_stack(args.out, activate=args.activate, aws=args.aws, seed=args.seed)
+        return train_on_stack(args, activate=args.activate, seed=args.seed)
     except TrainingDataError as exc:
         print(f"cannot train: {exc}", file=sys.stderr)
         return EXIT_BAD_DATA
+    except FunctionFailedError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_JOB_FAILED
 
 
 def labelled_files(folder: Path) -> list[tuple[str, Path]]:
     """``(department, photo)`` for every file in ``folder/<department>/`` (hidden files and folders skipped)."""
-    from refund_sorter_cli.fit_head import TrainingDataError
+    from refund_sorter.heads.labelled import DEPARTMENT_NAME
+    from refund_sorter_training.fit import TrainingDataError
 
     if not folder.is_dir():
         raise TrainingDataError(f"{folder} is not a folder")
@@ -148,26 +161,19 @@ def embed(sorter: Sorter, photos: Iterable[Photo]) -> tuple[list[Photo], np.ndar
     return kept, features, np.array(not_a_product), failed
 
 
-def training_sorter(settings: Settings) -> Sorter:
-    """A Sorter that never applies a head: training learns on the backbone's features and ImageNet's gate."""
-    from refund_sorter.heads.active import FixedHead
-    from refund_sorter.vision.sorter import Sorter
-
-    return Sorter(settings, heads=FixedHead(None))
-
-
 def train_folder(folder: Path, out: Path, *, seed: int = 0) -> int:
     """``train DIR --out MODEL_DIR``: learn from ``DIR/<department>/*`` on this machine."""
     from refund_sorter.config import get_settings
+    from refund_sorter.heads.labelled import backbone_sorter
     from refund_sorter.sources.files import photo_from_path
-    from refund_sorter_cli.fit_head import Labelled, check_counts
+    from refund_sorter_training.fit import Labelled, check_counts
 
     settings = get_settings()
     files = labelled_files(folder)
     check_counts([d for d, _ in files], settings.min_photos_per_department)  # before minutes of decoding
     sources = [(department, photo_from_path(path, settings)) for department, path in files]
     department_of = {photo.source: department for department, photo in sources}
-    sorter = training_sorter(settings)
+    sorter = backbone_sorter(settings)
     print(f"reading {len(files)} photos of {len(set(department_of.values()))} departments in {folder} …", flush=True)
     photos, features, not_a_product, failed = embed(sorter, (photo for _, photo in sources))
     for result in failed:
@@ -180,174 +186,162 @@ def train_folder(folder: Path, out: Path, *, seed: int = 0) -> int:
 def _fit_and_write(
     data: Labelled, sorter: Sorter, settings: Settings, out: Path, sources: dict[str, Any], *, seed: int
 ) -> int:
-    from refund_sorter_cli.fit_head import fit
-    from refund_sorter_cli.head_report import write_report
+    from refund_sorter_training.job import fit_and_write
 
-    head = fit(
-        data,
-        backbone=sorter.classifier.info.version,
-        target_precision=settings.target_precision,
-        gate=settings.not_a_product_gate,
-        minimum=settings.min_photos_per_department,
-        seed=seed,
-        sources=sources,
-    )
-    head.save(out)
-    report = write_report(head, out)
+    head = fit_and_write(data, settings, out, sources=sources, seed=seed, backbone=sorter.classifier.info.version)
     metrics = head.card["metrics"]
     print(
         f"model version {head.version}: {len(head.departments)} departments, hold-out accuracy "
         f"{metrics['accuracy']:.1%}; auto-sorts {metrics['coverage_at_threshold']:.1%} at confidence ≥ "
         f"{head.threshold:.3f} (target precision {settings.target_precision:.0%})"
     )
-    print(f"written to {out} (report: {report})")
+    print(f"written to {out} (report: {out / 'report.md'})")
     return 0
 
 
 # ---------------------------------------------------------------------------------------------- on the stack
 
 
-def _stack_settings(aws: bool) -> Settings:
-    """The batch function's environment on the local stack (as ``batch`` uses), or the shell's with ``--aws``."""
+def _stack_settings(args: argparse.Namespace, function: str = TRAIN_FUNCTION) -> Settings:
+    """The function's environment on the local stack (checked to be running), or the shell's with ``--aws``."""
     from refund_sorter.config import get_settings
-    from refund_sorter_cli.local_stack import apply_function_environment, use_local_aws
-    from refund_sorter_cli.template import Template
+    from refund_sorter_cli.commands import _aws_context
 
-    if not aws:
-        use_local_aws()
-        apply_function_environment(Template(), "ClassifyChunkFunction")
+    _aws_context(args, function)
     return get_settings()
 
 
-def train_on_stack(out: Path | None, *, activate: bool, aws: bool, seed: int = 0) -> int:
-    """Learn from ``labelled/<department>/`` and every reviewed Result; publish the version to the bucket."""
-    from refund_sorter.storage.bucket import PhotoBucket
-    from refund_sorter.storage.dynamodb import DynamoResultStore
-    from refund_sorter_cli.fit_head import Labelled
-    from refund_sorter_cli.model_admin import ModelAdmin
+def run_function(args: argparse.Namespace, function: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Run a stack function and return its answer: in this process on the local stack (its handler, with its
+    template environment, as ``sam local invoke`` does), ``lambda:Invoke`` of the deployed one with ``--aws``.
 
-    settings = _stack_settings(aws)
-    bucket = PhotoBucket(settings)
-    sorter = training_sorter(settings)
-    labelled = labelled_from_bucket(sorter, bucket)
-    reviewed = reviewed_from_store(DynamoResultStore(settings.table), bucket)
-    if labelled.departments:
-        reviewed = only_departments(reviewed, set(labelled.departments))
-    data = Labelled(
-        np.concatenate([part.embeddings for part in (labelled, reviewed) if len(part.departments)])
-        if len(labelled.departments) + len(reviewed.departments)
-        else np.zeros((0, 0), np.float16),
-        labelled.departments + reviewed.departments,
-        labelled.sources + reviewed.sources,
-    )
-    print(f"training on {len(labelled.departments)} labelled photos and {len(reviewed.departments)} reviewed Results")
-    sources = {"labelled": len(labelled.departments), "reviewed": len(reviewed.departments), "bucket": bucket.name}
-    with tempfile.TemporaryDirectory() as scratch:
-        folder = out or Path(scratch)
-        _fit_and_write(data, sorter, settings, folder, sources, seed=seed)
-        registry = ModelAdmin(settings, bucket.client)
-        version = registry.publish(folder)
-    print(f"published {bucket.uri(registry.key(version, ''))}")
-    if activate:
-        registry.activate(version)
-        print(f"active: {version} (running functions switch within {settings.head_pointer_ttl_seconds:.0f} s)")
-    else:
-        print(f"make it active with: refund-sorter models activate {version}")
+    Raises
+    ------
+    FunctionFailedError
+        The function raised (the message is its error's, on one line).
+    """
+    if not args.aws:
+        from refund_sorter_cli.local_stack import invoke
+        from refund_sorter_cli.template import Template
+
+        _stack_settings(args, function)
+        try:
+            # The function's log lines go where Lambda's would not mix with its answer: stderr, not stdout.
+            with contextlib.redirect_stdout(sys.stderr):
+                return dict(invoke(Template(), function, event))
+        except Exception as exc:
+            raise FunctionFailedError(f"{function} failed: {type(exc).__name__}: {exc}") from exc
+    return _invoke_deployed(function, event)
+
+
+class FunctionFailedError(Exception):
+    """A stack function raised instead of answering."""
+
+
+def _invoke_deployed(function: str, event: dict[str, Any]) -> dict[str, Any]:
+    import os
+
+    import boto3
+    from botocore.config import Config
+
+    variable = FUNCTION_NAME_VARIABLES[function]
+    name = os.environ.get(variable)
+    if not name:
+        output = f"{function}Name"
+        raise FunctionFailedError(
+            f"set {variable} to the deployed function's name: aws cloudformation describe-stacks --stack-name "
+            f"<stack> --query \"Stacks[0].Outputs[?OutputKey=='{output}'].OutputValue\" --output text"
+        )
+    # One try (an invocation is not something to repeat blindly), and as long as the function may run.
+    client = boto3.client("lambda", config=Config(read_timeout=960, retries={"max_attempts": 1, "mode": "standard"}))
+    reply = client.invoke(FunctionName=name, Payload=json.dumps(event).encode())
+    answer = json.loads(reply["Payload"].read() or b"null")
+    if reply.get("FunctionError"):
+        message = answer.get("errorMessage", answer) if isinstance(answer, dict) else answer
+        kind = answer.get("errorType", "error") if isinstance(answer, dict) else "error"
+        raise FunctionFailedError(f"{name} failed: {kind}: {message}")
+    return dict(answer)
+
+
+def embed_missing(args: argparse.Namespace) -> None:
+    """Ask the embed function to record the features of labelled photos that have none, until none are left
+    (each call works until its own time is nearly up) or a call gets no further."""
+    total, milliseconds = 0, None
+    while True:
+        report = run_function(args, EMBED_FUNCTION, {"embed_missing": True})
+        total += report["embedded"]
+        milliseconds = report.get("milliseconds_per_photo") or milliseconds
+        for key, why in report["failed"].items():
+            print(f"  could not read {key} ({why}): it is left out", file=sys.stderr)
+        if not report["remaining"] or not report["embedded"]:
+            break
+        print(f"  embedded {total} labelled photos so far, {report['remaining']} to go …", flush=True)
+    if total:
+        print(f"embedded {total} labelled photos that had no features yet ({milliseconds} ms each)")
+
+
+def train_on_stack(args: argparse.Namespace, *, activate: bool, seed: int = 0) -> int:
+    """Start the training job on the stack, print its summary; ``--out``: also download the version there."""
+    if args.embed_missing:
+        embed_missing(args)
+    summary = run_function(args, TRAIN_FUNCTION, {"activate": activate, "seed": seed})
+    print_summary(summary)
+    if not summary["ok"]:
+        return EXIT_BAD_DATA
+    if args.out is not None:
+        _download(args, summary["version"], args.out)
     return 0
 
 
-def labelled_from_bucket(sorter: Sorter, bucket: PhotoBucket) -> Labelled:
-    """Features of ``labelled/<department>/*``: kept ones from earlier trainings, new ones decoded once."""
-    from refund_sorter.heads.embeddings import LABELLED_FOLDER, EmbeddingLog
-    from refund_sorter.storage.bucket import StoredPhoto
-    from refund_sorter_cli.fit_head import Labelled
-    from refund_sorter_cli.model_admin import load_embeddings
-
-    prefix = bucket.settings.labelled_prefix
-    photos: list[tuple[str, StoredPhoto]] = []
-    for page in bucket.client.get_paginator("list_objects_v2").paginate(Bucket=bucket.name, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            department, _, name = obj["Key"][len(prefix) :].partition("/")
-            if name and not name.endswith("/") and DEPARTMENT_NAME.match(department):
-                photos.append((department, StoredPhoto(obj["Key"], obj["ETag"].strip('"'), obj["Size"])))
-    kept = load_embeddings(bucket.client, bucket.name, [bucket.settings.embeddings_prefix + LABELLED_FOLDER])
-    new = [stored for _, stored in photos if stored.result_id not in kept]
-    if new:
-        print(f"reading {len(new)} labelled photos not seen before …", flush=True)
-        log = EmbeddingLog(bucket, LABELLED_FOLDER)
-        done, features, _, failed = embed(sorter, (bucket.photo(stored) for stored in new))
-        for photo, row in zip(done, features, strict=True):
-            log.record(photo.id, row)
-            kept[photo.id] = row
-        log.flush()
-        for result in failed:
-            print(f"  skipped {result.source}: {result.error.code if result.error else 'failed'}", file=sys.stderr)
-    usable = [(d, s) for d, s in photos if s.result_id in kept]
-    return Labelled(
-        np.stack([kept[s.result_id] for _, s in usable]) if usable else np.zeros((0, 0), np.float16),
-        [d for d, _ in usable],
-        [bucket.uri(s.key) for _, s in usable],
-    )
-
-
-def reviewed_from_store(store: DynamoResultStore, bucket: PhotoBucket) -> Labelled:
-    """Every reviewed Result as a label (the person's department), with the features kept when it ran."""
-    from refund_sorter.heads.embeddings import RESULTS_FOLDER
-    from refund_sorter_cli.fit_head import Labelled
-    from refund_sorter_cli.model_admin import load_embeddings
-
-    reviewed = [r for r in reviewed_results(store) if r.review is not None]
-    days = sorted({r.day for r in reviewed})
-    prefix = bucket.settings.embeddings_prefix + RESULTS_FOLDER
-    kept = load_embeddings(bucket.client, bucket.name, [f"{prefix}{day}/" for day in days])
-    usable = [r for r in reviewed if r.id in kept]
-    if len(usable) < len(reviewed):
-        missing = len(reviewed) - len(usable)
-        print(f"  left out {missing} reviewed Results without kept features (classified before features were kept)")
-    return Labelled(
-        np.stack([kept[r.id] for r in usable]) if usable else np.zeros((0, 0), np.float16),
-        [r.review.department for r in usable if r.review is not None],
-        [r.source for r in usable],
-    )
-
-
-def only_departments(data: Labelled, departments: set[str]) -> Labelled:
-    """Reviews naming a department that has labelled photos. The others were made before this shop's
-    departments existed (e.g. the ImageNet taxonomy's ``clothing``): counting them would make departments out
-    of a few photos each, which training would then refuse."""
-    from refund_sorter_cli.fit_head import Labelled
-
-    keep = [i for i, department in enumerate(data.departments) if department in departments]
-    left_out = Counter(d for d in data.departments if d not in departments)
-    if left_out:
-        listed = ", ".join(f"{d} ({n})" for d, n in sorted(left_out.items()))
+def print_summary(summary: dict[str, Any]) -> None:
+    """The job's summary as a person reads it (failures on stderr, on one line)."""
+    print(f"training on {summary['labelled']} labelled photos and {summary['reviewed']} reviewed Results")
+    if summary["reviews_left_out"]:
+        listed = ", ".join(f"{d} ({n})" for d, n in summary["reviews_left_out"].items())
         print(f"  left out reviews naming departments without labelled photos: {listed}")
-    return Labelled(
-        data.embeddings[keep] if keep else np.zeros((0, 0), np.float16),
-        [data.departments[i] for i in keep],
-        [data.sources[i] for i in keep],
+    if summary["labelled_without_features"]:
+        print(
+            f"  left out {summary['labelled_without_features']} labelled photos without features (unreadable, or "
+            "uploaded meanwhile): refund-sorter train embeds them first unless --no-embed-missing"
+        )
+    if summary["reviewed_without_features"]:
+        print(
+            f"  left out {summary['reviewed_without_features']} reviewed Results without kept features "
+            "(classified before features were kept)"
+        )
+    if not summary["ok"]:
+        print(f"cannot train: {summary['error']['message']}", file=sys.stderr)
+        return
+    print(
+        f"model version {summary['version']}: {len(summary['departments'])} departments, hold-out accuracy "
+        f"{summary['accuracy']:.1%}; auto-sorts {summary['coverage_at_threshold']:.1%} at confidence ≥ "
+        f"{summary['threshold']:.3f} (target precision {summary['target_precision']:.0%}); "
+        f"the job took {summary['seconds']:.1f} s"
     )
+    print(f"published {summary['location']}")
+    if summary["active"]:
+        print(f"active: {summary['version']} (running functions switch within a minute)")
+    else:
+        print(f"make it active with: refund-sorter models activate {summary['version']}")
 
 
-def reviewed_results(store: DynamoResultStore) -> Iterable[Result]:
-    """Every Result a person decided (a filtered scan: training runs rarely, the table has no status index)."""
-    pages = store.client.get_paginator("scan").paginate(
-        TableName=store.table,
-        FilterExpression="#status = :reviewed",
-        ExpressionAttributeNames={"#status": "status"},
-        ExpressionAttributeValues={":reviewed": {"S": "reviewed"}},
-    )
-    for page in pages:
-        yield from (store._from_item(item) for item in page["Items"])
+def _download(args: argparse.Namespace, version: str, out: Path) -> None:
+    from refund_sorter_cli.model_admin import ModelCatalogue
+
+    admin = ModelCatalogue(_stack_settings(args))
+    out.mkdir(parents=True, exist_ok=True)
+    for name in admin.files(version):
+        (out / name).write_bytes(admin.read(version, name))
+    print(f"downloaded to {out}")
 
 
 # ---------------------------------------------------------------------------------------------------- models
 
 
 def _registry(args: argparse.Namespace) -> Any:
-    from refund_sorter_cli.model_admin import ModelAdmin
+    from refund_sorter_cli.model_admin import ModelCatalogue
 
-    return ModelAdmin(_stack_settings(args.aws))
+    return ModelCatalogue(_stack_settings(args))
 
 
 def _models_list(args: argparse.Namespace) -> int:

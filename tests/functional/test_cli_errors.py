@@ -33,7 +33,7 @@ def nothing_listening() -> dict[str, str]:
     [
         pytest.param(["batch"], id="batch"),
         pytest.param(["export", "--date", "today"], id="export"),
-        pytest.param(["invoke", "BatchFunction", "--event", str(EVENTS / "schedule.json")], id="invoke"),
+        pytest.param(["invoke", "PlanFunction", "--event", str(EVENTS / "schedule.json")], id="invoke"),
     ],
 )
 def test_no_stack_running_is_one_line_naming_the_endpoint_and_how_to_start_it(

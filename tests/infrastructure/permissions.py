@@ -39,7 +39,11 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[2]
 # The code that runs in Lambda: the runtime package and the handlers.
-RUNTIME = (ROOT / "layers" / "model" / "refund_sorter", ROOT / "functions")
+RUNTIME = (
+    ROOT / "layers" / "model" / "refund_sorter",
+    ROOT / "layers" / "train" / "refund_sorter_training",
+    ROOT / "functions",
+)
 REGION, ACCOUNT = "us-east-1", "123456789012"
 SERVICES = ("s3", "dynamodb")
 Permission = tuple[str, str]  # (IAM action, resource ARN)
@@ -134,7 +138,15 @@ class UndeclaredCallError(LookupError):
 def needed(call: AwsCall) -> set[Permission]:
     """The permissions one call needs (the Service Authorization Reference's rules for these operations)."""
     p = call.params
-    if call.service == "dynamodb" and call.operation in {"GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"}:
+    # Scan: training finds the reviewed Results (rarely run; the table has no status index)
+    if call.service == "dynamodb" and call.operation in {
+        "GetItem",
+        "PutItem",
+        "UpdateItem",
+        "DeleteItem",
+        "Query",
+        "Scan",
+    }:
         return {(f"dynamodb:{call.operation}", _table(p["TableName"], p.get("IndexName")))}
     if call.service == "dynamodb" and call.operation == "BatchGetItem":
         return {("dynamodb:BatchGetItem", _table(name)) for name in p["RequestItems"]}

@@ -35,6 +35,7 @@ from refund_sorter_cli.local_stack import create_resources, function_environment
 from refund_sorter_cli.samples import photo_bytes
 from refund_sorter_cli.stepfunctions import LambdaFunctionError, LocalLambdas, LocalStateMachine
 from refund_sorter_cli.template import Template
+from tests.conftest import CLOTHING
 from tests.infrastructure.permissions import (
     AwsCall,
     CallRecorder,
@@ -122,7 +123,7 @@ def predict_scenarios(
 def activate_a_head(aws: LocalAws, head_folder: Path) -> None:
     """Publish and activate a trained head (the CLI's part, not recorded): the functions then read the pointer
     and the version's files, which their policies must allow."""
-    from refund_sorter_cli.model_admin import ModelAdmin
+    from refund_sorter_training.admin import ModelAdmin
 
     admin = ModelAdmin(aws.settings, aws.s3, aws.dynamodb)
     admin.activate(admin.publish(head_folder))
@@ -213,11 +214,62 @@ def upload_scenarios(
         assert invoke(aws.template, "OnUploadFunction", event)["processed"] == 1
 
 
+def _labelled_event(aws: LocalAws, keys: list[str]) -> dict[str, Any]:
+    """The S3 notification of these objects as they are now (key, ETag, size)."""
+    (record,) = _event("s3-object-created.json")["Records"]
+    records = []
+    for key in keys:
+        head = aws.s3.head_object(Bucket=aws.settings.bucket, Key=key)
+        found = {"key": key, "eTag": head["ETag"].strip('"'), "size": head["ContentLength"]}
+        records.append(record | {"s3": record["s3"] | {"object": record["s3"]["object"] | found}})
+    return {"Records": records}
+
+
+def embed_scenarios(
+    aws: LocalAws, recorder: CallRecorder, sorter: Sorter, patch: pytest.MonkeyPatch, head_folder: Path
+) -> None:
+    """Photos landing under labelled/ (one unreadable), and the catch-up on those that came without an event."""
+    aws.put_photo("labelled/hat/a.png", photo_bytes("skimage/coffee"))
+    aws.put_photo("labelled/hat/broken.jpg", CORRUPT_JPEG)
+    with recorder.recording("EmbedLabelledFunction"):
+        report = invoke(aws.template, "EmbedLabelledFunction", _labelled_event(aws, aws.keys("labelled/")))
+    assert (report["embedded"], list(report["failed"])) == (1, ["labelled/hat/broken.jpg"])
+    aws.put_photo("labelled/shoes/b.png", photo_bytes("skimage/chelsea"))
+    with recorder.recording("EmbedLabelledFunction"):
+        report = invoke(aws.template, "EmbedLabelledFunction", {"embed_missing": True})
+    assert (report["embedded"], report["remaining"]) == (1, 0)
+
+
+def train_scenarios(
+    aws: LocalAws, recorder: CallRecorder, sorter: Sorter, patch: pytest.MonkeyPatch, head_folder: Path
+) -> None:
+    """Labelled photos with their features and a reviewed Result with its own (the other functions' part, not
+    recorded); then a training that publishes and activates, and one refused for too few photos."""
+    from refund_sorter.heads.labelled import embed_labelled
+
+    for department in ("hat", "shoes"):
+        for photo in sorted((CLOTHING / department).iterdir())[:10]:
+            aws.put_photo(f"labelled/{department}/{photo.name}", photo.read_bytes())
+    embed_labelled(sorter, aws.bucket, [aws.bucket.head(k) for k in aws.keys("labelled/")])
+    aws.put_photo("incoming/hat.jpg", sorted((CLOTHING / "hat").iterdir())[-1].read_bytes())
+    classify_stored(sorter, aws.store, aws.bucket, [aws.bucket.head("incoming/hat.jpg")])
+    (result,) = aws.store.by_day(datetime.now(UTC).date().isoformat())
+    aws.store.review(result.id, "hat", by="tester")
+    with recorder.recording("TrainFunction"):
+        summary = invoke(aws.template, "TrainFunction", {"activate": True})
+    assert summary["ok"] and summary["active"] and (summary["labelled"], summary["reviewed"]) == (20, 1)
+    aws.s3.delete_object(Bucket=aws.settings.bucket, Key=aws.keys("labelled/shoes/")[0])
+    with recorder.recording("TrainFunction"):
+        assert not invoke(aws.template, "TrainFunction", {})["ok"]
+
+
 Scenarios = Callable[[LocalAws, CallRecorder, Sorter, pytest.MonkeyPatch, Path], None]
 SCENARIOS: dict[str, Scenarios] = {
     "PredictFunction": predict_scenarios,
     "NightlyStateMachine": nightly_scenarios,
     "OnUploadFunction": upload_scenarios,
+    "EmbedLabelledFunction": embed_scenarios,
+    "TrainFunction": train_scenarios,
 }
 # The functions each scenario runs (and is recorded as), where that is not the scenario's own name.
 FUNCTIONS_OF = {"NightlyStateMachine": ("PlanFunction", "ClassifyChunkFunction", "ExportFunction")}

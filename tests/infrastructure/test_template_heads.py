@@ -22,12 +22,19 @@ def test_every_function_knows_the_models_table(template: dict[str, Any]) -> None
     assert table["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
 
 
+# The one function that publishes versions and moves the pointer (when its event asks it to activate).
+TRAINING = "TrainFunction"
+
+
 def test_functions_only_read_heads(template: dict[str, Any]) -> None:
-    """Publishing versions and moving the pointer is the CLI's (the user's credentials), never a function's;
-    what each function may do is otherwise derived from its code in test_permissions."""
+    """Publishing versions and moving the pointer is the training job's (and the CLI's, with the user's
+    credentials), never a sorting function's; what each function may do is otherwise derived from its code in
+    test_permissions."""
     functions = {k: r for k, r in template["Resources"].items() if r["Type"] == "AWS::Serverless::Function"}
-    assert functions
+    assert TRAINING in functions
     for name, function in functions.items():
+        if name == TRAINING:
+            continue
         for policy in function["Properties"].get("Policies", []):
             for statement in policy.get("Statement", []):
                 actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]

@@ -17,16 +17,17 @@ from refund_sorter.sources.files import photo_from_path
 from refund_sorter.vision.sorter import Sorter, get_sorter
 from refund_sorter_cli.commands import main
 from refund_sorter_cli.local_stack import make_api_app
-from refund_sorter_cli.model_admin import ModelAdmin, load_embeddings
+from refund_sorter_cli.model_admin import ModelCatalogue
 from refund_sorter_cli.net import free_port
+from refund_sorter_training.admin import load_embeddings
 from tests.conftest import CLOTHING
 from tests.integration.conftest import LocalAws
 
 DEPARTMENTS = ["hat", "pants", "shoes", "t-shirt"]
 
 
-def registry_of(aws: LocalAws) -> ModelAdmin:
-    return ModelAdmin(aws.settings, aws.s3, aws.dynamodb)
+def registry_of(aws: LocalAws) -> ModelCatalogue:
+    return ModelCatalogue(aws.settings, aws.s3, aws.dynamodb)
 
 
 def hat_photo() -> Path:
@@ -53,11 +54,12 @@ def test_train_on_the_stack_from_labelled_photos_and_reviews(
     # WHEN `refund-sorter train` runs against the stack
     assert main(["train"]) == 0
     out = capsys.readouterr().out
-    # THEN it used 40 labelled photos (decoded once, their features kept) and the two hat reviews (from the
-    # features kept when they were classified); the review naming a department nobody labelled is left out
+    # THEN it first embedded the 40 labelled photos (put without an S3 notification, as on the local stack), then
+    # the training job used them and the two hat reviews (from the features kept when they were classified); the
+    # review naming a department nobody labelled is left out
     assert "left out reviews naming departments without labelled photos: clothing (1)" in out
     assert "training on 40 labelled photos and 2 reviewed Results" in out
-    assert "reading 40 labelled photos not seen before" in out
+    assert "embedded 40 labelled photos that had no features yet" in out
     versions = list(registry_of(aws).versions())
     assert len(versions) == 1 and versions[0]["departments"] == DEPARTMENTS
     assert versions[0]["training"]["photos_per_department"]["hat"] == 12  # 10 labelled + 2 reviewed
@@ -69,8 +71,8 @@ def test_train_on_the_stack_from_labelled_photos_and_reviews(
     # WHEN it trains again THEN no labelled photo is decoded a second time
     assert main(["train", "--activate"]) == 0
     out = capsys.readouterr().out
-    assert "not seen before" not in out and "active: " in out
-    assert len(aws.keys("embeddings/labelled/")) == 1
+    assert "had no features yet" not in out and "active: " in out
+    assert len(aws.keys("embeddings/labelled/")) == 40  # one per photo version
     assert len(aws.keys("models/")) == 2 * 5  # version.json, head.npz, report.md and two pictures each
 
     # AND `models list/show/activate/rollback` act on the pointer

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import numpy as np
 import pytest
@@ -17,9 +18,9 @@ from refund_sorter.heads.model import Head, HeadError
 from refund_sorter.heads.registry import Pointer
 from refund_sorter.vision.sorter import Sorter
 from refund_sorter_cli.commands import main
-from refund_sorter_cli.fit_head import choose_threshold, fit_weights
 from refund_sorter_cli.samples import photo_path
 from refund_sorter_cli.training import sorter_with_head
+from refund_sorter_training.fit import choose_threshold, fit_weights
 from tests.conftest import CLOTHING
 
 NOT_PRODUCTS = ("skimage/chelsea", "skimage/rocket", "sklearn/china")  # a cat, a rocket, a landscape
@@ -44,9 +45,14 @@ def test_train_writes_a_model_version_with_metrics_and_no_pickle(clothing_head: 
     with np.load(clothing_head / "head.npz", allow_pickle=False) as arrays:
         assert arrays["weights"].shape == (4, 1280) and arrays["bias"].shape == (4,)
     report = (clothing_head / "report.md").read_text(encoding="utf-8")
-    for picture in ("confusion.png", "coverage.png"):
+    for picture in ("confusion.svg", "coverage.svg"):
         assert f"]({picture})" in report
-        assert (clothing_head / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        svg = ElementTree.parse(clothing_head / picture).getroot()  # well-formed XML, or this raises
+        assert svg.tag == "{http://www.w3.org/2000/svg}svg"
+    # the confusion matrix shows every held-out count and names every department
+    confusion = (clothing_head / "confusion.svg").read_text(encoding="utf-8")
+    assert all(f">{department}</text>" in confusion for department in card["departments"])
+    assert confusion.count("<rect ") == matrix.size
 
 
 def test_classify_with_a_head_names_learned_departments_and_still_knows_a_cat(

@@ -41,7 +41,8 @@ class Pointer:
 class ModelRegistry:
     """Model versions (S3) and the active pointer (DynamoDB), as the functions read them.
 
-    Writing them (publishing a version, activate, rollback) is the client's: ``refund_sorter_cli.model_admin``.
+    Writing them (publishing a version, activate, rollback): ``refund_sorter_training.admin`` (the training
+    function and ``refund-sorter models``).
 
     Parameters
     ----------

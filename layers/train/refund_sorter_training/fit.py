@@ -6,7 +6,9 @@ department counts as much as a large one). What ships is only its arrays (:class
 the runtime applies them with numpy, and the metrics are measured by applying the shipped head, not the
 scikit-learn object, so the numbers describe exactly what runs.
 
-This is client-side code (scikit-learn and scipy are ~150 MB, more than the Lambda layer has room for).
+It runs in two places, the same code: ``refund-sorter train DIR`` on a laptop, and the training function
+(TrainFunction) on the stack, whose layer (TrainLayer) carries scikit-learn and scipy. The model layer never
+does: they are ~100 MB, and the running functions only apply the head's arrays with numpy.
 """
 
 from __future__ import annotations
