@@ -34,6 +34,7 @@ DEFAULT_DATASETS: Final = ROOT.parent / "shared" / "datasets"
 CACHE_DIR: Final = ROOT / "out" / "accuracy"
 RESULTS_JSON: Final = ROOT / "bench" / "accuracy.json"
 RESULTS_MD: Final = ROOT / "bench" / "accuracy.md"
+PREPROCESSING_JSON: Final = ROOT / "bench" / "preprocessing.json"
 THREE_WAY: Final = {"hat": "hat", "shoes": "shoes"}  # every other class is "clothing"
 LEARNING_CURVE: Final = (10, 25, 50, None)  # photos per class; None = all
 NOT_PRODUCTS: Final = ("skimage/chelsea", "skimage/rocket", "sklearn/china", "skimage/coffee", "skimage/astronaut")
@@ -60,14 +61,17 @@ def main(argv: list[str] | None = None) -> int:
     from refund_sorter.config import Settings
     from refund_sorter.heads.labelled import backbone_sorter
     from refund_sorter.heads.model import Head
+    from refund_sorter.vision.images import CROP_FRACTION
     from refund_sorter_training.fit import Labelled, fit, fit_weights
 
     settings = Settings()
     sorter = backbone_sorter(settings)
     backbone = sorter.classifier.info.version
     train_files, validation_files = list_split(dataset / "train"), list_split(dataset / "validation")
-    train = extract_with_results(sorter, train_files, CACHE_DIR / f"train-{backbone}.npz")
-    validation = extract_with_results(sorter, validation_files, CACHE_DIR / f"validation-{backbone}.npz")
+    # The framing is part of the features: a cache made with another crop would measure the wrong photos.
+    framing = f"{backbone}-crop{CROP_FRACTION * 256:g}of256"
+    train = extract_with_results(sorter, train_files, CACHE_DIR / f"train-{framing}.npz")
+    validation = extract_with_results(sorter, validation_files, CACHE_DIR / f"validation-{framing}.npz")
     classes = sorted(set(train["labels"].tolist()))
 
     # --- the product's head, trained like `refund-sorter train` on train/ only
@@ -365,6 +369,10 @@ def to_markdown(report: dict[str, Any], classes: list[str]) -> str:
     ]
     for name, s in gate["not_products"].items():
         lines.append(f"| {name} | {s['status']} | {s['reason']} | {s['head_says']} ({s['head_confidence']:.2f}) |")
+    if PREPROCESSING_JSON.is_file():  # written by `python -m bench.preprocessing`, which compares crops
+        from bench.preprocessing import to_markdown as preprocessing_section
+
+        lines += ["", preprocessing_section(json.loads(PREPROCESSING_JSON.read_text(encoding="utf-8"))).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from refund_sorter.errors import ErrorCode, ImageError
-from refund_sorter.vision.images import MODEL_SIZE, load_image, sniff_format, to_model_input
+from refund_sorter.vision.images import CROP_FRACTION, MODEL_SIZE, load_image, sniff_format, to_model_input
 from refund_sorter_cli.samples import encode, photo_image
 from tests.odd_images import OddImage, odd_images, with_orientation
 
@@ -111,7 +111,7 @@ def test_jpeg_draft_decoding_keeps_the_picture() -> None:
     data = encode(big, "JPEG", quality=90)
     # WHEN it is loaded, THEN the crop matches one made from a full decode of the same file
     with Image.open(io.BytesIO(data)) as full:
-        side = round(3000 * 224 / 256)
+        side = round(3000 * CROP_FRACTION)
         box = ((4000 - side) // 2, (3000 - side) // 2, (4000 - side) // 2 + side, (3000 - side) // 2 + side)
         reference = np.asarray(full.convert("RGB").resize((MODEL_SIZE, MODEL_SIZE), Image.Resampling.BICUBIC, box=box))
     assert np.abs(_load(data).astype(int) - reference.astype(int)).mean() < 4

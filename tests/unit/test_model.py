@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -10,10 +11,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
+from PIL import Image
 
 from refund_sorter.config import DATA_DIR
 from refund_sorter.vision.classifier import Classifier, softmax
-from refund_sorter.vision.images import load_image, to_model_input
+from refund_sorter.vision.images import CROP_FRACTION, MODEL_SIZE, load_image, to_model_input
 from refund_sorter.vision.sorter import Sorter
 from refund_sorter_cli.samples import photo_bytes
 
@@ -37,10 +39,33 @@ def test_onnx_logits_match_the_pytorch_reference(sorter: Sorter, golden: dict[st
         assert list(np.argsort(ours)[::-1][:5]) == list(np.argsort(theirs)[::-1][:5]), name
 
 
-def test_our_preprocessing_reproduces_the_reference_pixels(golden: dict[str, np.ndarray]) -> None:
+def _reference_crop(data: bytes, fraction: float) -> np.ndarray:
+    """golden.json's recipe ("preprocessing") with the square's side as ``fraction`` of the shorter side: a full
+    decode (no JPEG draft), RGB, one bicubic resample of the centre square, offsets floored."""
+    with Image.open(io.BytesIO(data)) as image:
+        rgb = image.convert("RGB")
+    width, height = rgb.size
+    side = round(min(width, height) * fraction)
+    left, top = (width - side) // 2, (height - side) // 2
+    box = (left, top, left + side, top + side)
+    return np.asarray(rgb.resize((MODEL_SIZE, MODEL_SIZE), Image.Resampling.BICUBIC, box=box))
+
+
+def test_the_reference_recipe_reproduces_the_golden_pixels(golden: dict[str, np.ndarray]) -> None:
+    # The golden pixels were cut by the PyTorch reference (tools/model/reference.py) at the weights' training
+    # crop, 224/256: the recipe above must give exactly them, so it is the reference's, not one made up here.
     for name, pixels in zip(golden["names"], golden["pixels"], strict=True):
-        ours = load_image(photo_bytes(str(name)), max_bytes=50_000_000, max_pixels=64_000_000).astype(int)
-        difference = np.abs(ours - pixels.astype(int))
+        assert np.array_equal(_reference_crop(photo_bytes(str(name)), 224 / 256), pixels), name
+
+
+def test_our_preprocessing_reproduces_the_reference_recipe(golden: dict[str, np.ndarray]) -> None:
+    # The runtime frames a wider square than the weights were trained on (CROP_FRACTION says why); everything
+    # else is the reference's recipe, which the test above ties to the golden pixels.
+    assert CROP_FRACTION == 240 / 256
+    for name in golden["names"]:
+        data = photo_bytes(str(name))
+        ours = load_image(data, max_bytes=50_000_000, max_pixels=64_000_000).astype(int)
+        difference = np.abs(ours - _reference_crop(data, CROP_FRACTION).astype(int))
         if str(name).endswith(("rocket", "china", "flower", "grace_hopper", "hubble_deep_field")):
             # JPEGs: we decode at a reduced DCT scale (draft), the reference decoded fully.
             assert difference.mean() < 4, name
