@@ -175,8 +175,8 @@ def test_transient_read_errors_are_retried_by_the_next_run(
     keys = upload_real_photos(aws)
     original = PhotoBucket.photo
 
-    def throttled(self: PhotoBucket, stored: StoredPhoto, result_id: str | None = None) -> Photo:
-        photo = original(self, stored, result_id)
+    def throttled(self: PhotoBucket, stored: StoredPhoto, result_id: str | None = None, **kwargs: bool) -> Photo:
+        photo = original(self, stored, result_id, **kwargs)
         if "coffee" not in stored.key:
             return photo
 
