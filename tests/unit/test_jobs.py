@@ -58,6 +58,8 @@ def test_nightly_classifies_stores_archives_and_exports(sorter: Sorter, bucket: 
     assert bucket.errors["failed/broken.jpg"].code == results["broken.jpg"].error.code
     assert report.export_key == f"exports/{today}.csv"
     assert report.export_rows == 3
+    # AND only the photo a person will look at has a thumbnail (the auto-sorted one would be a PUT for nobody)
+    assert bucket.keys("thumbnails/") == [bucket.thumbnail_key(results["chelsea.png"].id)]
     assert len(export_rows(bucket, report.export_key)) == 3
 
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from refund_sorter.errors import StorageError
 from refund_sorter.heads.embeddings import EmbeddingLog
 from refund_sorter.jobs.report import BatchReport
+from refund_sorter.results import Status
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
@@ -126,7 +127,10 @@ class _Run:
         self.io_pool.submit(work, stored, result).add_done_callback(lambda _: self.slots.release())
 
     def _store_and_archive(self, stored: StoredPhoto, result: Result, thumbnail: bytes | None = None) -> None:
-        if thumbnail is not None:  # first, so a stored needs_review Result has its thumbnail when the page asks
+        # Only for the photos a person will look at: an auto-sorted photo's thumbnail would be one more PUT (a third
+        # of a night's cost per photo, docs/scale.md) that the review page never asks for; the photo route falls
+        # back to the original. First, so a stored needs_review Result has its thumbnail when the page asks.
+        if thumbnail is not None and result.status == Status.NEEDS_REVIEW:
             self._keep_thumbnail(result.id, thumbnail)
         try:
             copy = self.bucket.copy_to_archive(stored, result.id, result.error)
