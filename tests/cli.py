@@ -13,13 +13,22 @@ CLI = Path(sys.executable).with_name("refund-sorter")
 _OWN_SETTINGS = ("AWS_", "REFUND_SORTER_")
 
 
-def clean_environment(**extra: str) -> dict[str, str]:
-    """This process's environment without AWS_* / REFUND_SORTER_* variables, plus ``extra``."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(_OWN_SETTINGS)} | extra
+class CleanEnvironment(dict[str, str]):
+    """A whole environment for the CLI: :func:`run_cli` passes it as it is, adding nothing from this process."""
+
+
+def clean_environment(**extra: str) -> CleanEnvironment:
+    """This process's environment without AWS_* / REFUND_SORTER_* variables, plus ``extra``.
+
+    Whole, so that variables the test process set since (the integration fixtures point AWS_ENDPOINT_URL at the
+    local stack) cannot come back: the CLI sees exactly this.
+    """
+    return CleanEnvironment({k: v for k, v in os.environ.items() if not k.startswith(_OWN_SETTINGS)} | extra)
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """``refund-sorter ARGS`` with this process's environment plus ``env``.
+    """``refund-sorter ARGS`` with this process's environment plus ``env`` (or exactly ``env``, if it is a
+    :func:`clean_environment`).
 
     ``timeout`` only keeps a hanging command from hanging the suite; no test measures time with it.
     """
@@ -28,7 +37,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120)
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, **(env or {})},
+        env=env if isinstance(env, CleanEnvironment) else {**os.environ, **(env or {})},
         check=False,
     )
 

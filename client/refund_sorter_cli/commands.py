@@ -296,18 +296,13 @@ def _upload(args: argparse.Namespace) -> int:
 
 def _batch(args: argparse.Namespace) -> int:
     """The nightly run, now: the template's state machine on the local stack, its workers in separate processes
-    (:mod:`refund_sorter_cli.night`). In AWS the schedule starts the deployed state machine instead."""
+    (:mod:`refund_sorter_cli.night`); with ``--aws``, an execution of the deployed state machine."""
     from refund_sorter.config import get_settings
     from refund_sorter_cli.display import by_photo_name, print_results
     from refund_sorter_cli.night import run_night_locally
 
     if args.aws:
-        print(
-            "In AWS the nightly run is the state machine NightlyStateMachine; start one now with\n"
-            "  aws stepfunctions start-execution --state-machine-arn <the stack output NightlyStateMachineArn>",
-            file=sys.stderr,
-        )
-        return EXIT_CANNOT_RUN
+        return _start_deployed_night()
     _aws_context(args)  # the local stack, with the template's environment; says so if it is not running
     threshold = get_settings().confidence_threshold
 
@@ -315,6 +310,32 @@ def _batch(args: argparse.Namespace) -> int:
         print_results(by_photo_name(results), threshold)
 
     return run_night_locally(workers=args.workers, show_results=show)
+
+
+def _start_deployed_night() -> int:
+    """``batch --aws``: start an execution of the deployed state machine now (the schedule's, with the same
+    lease: if tonight's run is still going, this one ends at once) and say how to follow it."""
+    import json
+    import uuid
+    from datetime import UTC, datetime
+
+    import boto3
+
+    arn = os.environ.get("REFUND_SORTER_NIGHTLY_STATE_MACHINE_ARN")
+    if not arn:
+        raise CommandError(
+            "set REFUND_SORTER_NIGHTLY_STATE_MACHINE_ARN to the stack output NightlyStateMachineArn "
+            "(aws cloudformation describe-stacks --stack-name <stack> --query "
+            "\"Stacks[0].Outputs[?OutputKey=='NightlyStateMachineArn'].OutputValue\" --output text)"
+        )
+    name = f"cli-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    started = boto3.client("stepfunctions").start_execution(
+        stateMachineArn=arn, name=name, input=json.dumps({"source": "refund-sorter.cli"})
+    )
+    execution = started["executionArn"]
+    print(f"started {execution}")
+    print(f"follow it: aws stepfunctions describe-execution --execution-arn {execution}")
+    return 0
 
 
 def _export(args: argparse.Namespace) -> int:

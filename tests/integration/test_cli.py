@@ -8,6 +8,8 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import boto3
+
 from refund_sorter_cli.samples import photo_path
 from tests.cli import CLI, clean_environment, run_cli
 from tests.integration.conftest import LocalAws, RunningStack
@@ -120,3 +122,27 @@ def test_local_prints_a_block_another_shell_can_paste(local_stack: RunningStack,
     aws_cli("s3", "rm", uri, "--only-show-errors")
     table = env["REFUND_SORTER_TABLE"]
     assert "ACTIVE" in aws_cli("dynamodb", "describe-table", "--table-name", table, "--query", "Table.TableStatus")
+
+
+def test_batch_with_aws_starts_the_deployed_state_machine(aws: LocalAws) -> None:
+    # GIVEN a deployed nightly state machine (here: registered on the moto server, which only records executions)
+    stepfunctions = boto3.client("stepfunctions", endpoint_url=aws.endpoint)
+    arn = stepfunctions.create_state_machine(
+        name="refund-sorter-nightly",
+        definition='{"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}',
+        roleArn="arn:aws:iam::123456789012:role/refund-sorter-nightly",
+    )["stateMachineArn"]
+    env = {"AWS_ENDPOINT_URL": aws.endpoint, "REFUND_SORTER_NIGHTLY_STATE_MACHINE_ARN": arn}
+    # WHEN `batch --aws` runs THEN it starts one execution there, from the CLI, and says how to follow it
+    started = run_cli("batch", "--aws", env=env)
+    assert started.returncode == 0, started.stderr
+    (execution,) = stepfunctions.list_executions(stateMachineArn=arn)["executions"]
+    assert execution["name"].startswith("cli-")
+    assert f"started {execution['executionArn']}" in started.stdout
+    assert "aws stepfunctions describe-execution" in started.stdout
+    # AND without the state machine's ARN it says, in one line, where to find it
+    unset = run_cli(
+        "batch", "--aws", env={"AWS_ENDPOINT_URL": aws.endpoint, "REFUND_SORTER_NIGHTLY_STATE_MACHINE_ARN": ""}
+    )
+    assert unset.returncode == 2
+    assert unset.stderr.count("\n") == 1 and "NightlyStateMachineArn" in unset.stderr
