@@ -48,18 +48,29 @@ def photo_name(result: Result) -> str:
 
 
 def why(result: Result, threshold: float) -> str:
-    """Why a Result is not simply ``classified``: the error, the review reason, or who reviewed it."""
+    """Why a Result is not simply ``classified``: the error, the review reason, or who reviewed it.
+
+    ``threshold`` is the taxonomy's auto-sort threshold; a Result a custom head made was held to that head's
+    own, which is named then."""
     if result.error is not None:
         return f"{result.error.code}: {result.error.message}"
     if result.status is Status.NEEDS_REVIEW:
         if result.review_reason is ReviewReason.NOT_A_PRODUCT:
             return f"not a product (looks like {result.label})" if result.label else "not a product"
         if result.review_reason is ReviewReason.LOW_CONFIDENCE and result.confidence is not None:
-            return f"low confidence ({result.confidence:.2f} < {threshold:.2f})"
+            return _low_confidence(result.confidence, result.model_version, threshold)
         return result.review_reason.value.replace("_", " ") if result.review_reason else "needs review"
     if result.status is Status.REVIEWED and result.review is not None:
         return f"reviewed by {result.review.by}: {result.review.department}"
     return ""
+
+
+def _low_confidence(confidence: float, model_version: str, threshold: float) -> str:
+    from refund_sorter.heads.model import made_by_a_head
+
+    if made_by_a_head(model_version):  # a head holds its Results to a threshold of its own
+        return f"low confidence ({confidence:.2f}, below the head's auto-sort threshold)"
+    return f"low confidence ({confidence:.2f} < {threshold:.2f})"
 
 
 def results_table(results: Sequence[Result], threshold: float) -> Table:

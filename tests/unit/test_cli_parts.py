@@ -58,6 +58,9 @@ def test_why_for_each_kind_of_result() -> None:
     assert why(a_result(), 0.6) == ""
     unsure = a_result(status=Status.NEEDS_REVIEW, confidence=0.42, review_reason=ReviewReason.LOW_CONFIDENCE)
     assert why(unsure, 0.6) == "low confidence (0.42 < 0.60)"
+    # a head holds its Results to its own threshold, not the taxonomy's: 0.66 is not "< 0.60"
+    by_a_head = unsure.model_copy(update={"confidence": 0.66, "model_version": "backbone+head-20261202T0346Z"})
+    assert why(by_a_head, 0.6) == "low confidence (0.66, below the head's auto-sort threshold)"
     not_a_product = a_result(
         status=Status.NEEDS_REVIEW,
         prediction="not_a_product",

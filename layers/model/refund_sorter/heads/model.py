@@ -148,6 +148,14 @@ class Head:
         return cls.from_bytes((folder / VERSION_FILE).read_bytes(), (folder / HEAD_FILE).read_bytes())
 
 
+_HEAD_MARK = "+head-"
+
+
 def model_version(backbone: str, head: Head | None) -> str:
     """What a Result names as its model: the backbone alone, or backbone and head version."""
-    return backbone if head is None else f"{backbone}+head-{head.version}"
+    return backbone if head is None else f"{backbone}{_HEAD_MARK}{head.version}"
+
+
+def made_by_a_head(model_version: str) -> bool:
+    """Whether a Result's ``model_version`` names a custom head (so its thresholds were the head's)."""
+    return _HEAD_MARK in model_version
