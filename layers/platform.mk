@@ -22,3 +22,8 @@ $(error LAYER_ARCH must be x86_64 or arm64, not "$(LAYER_ARCH)")
 endif
 
 OUT = $(ARTIFACTS_DIR)/python
+
+# Lambda-platform wheels only, into $(OUT), and no .pyc compiled by the host's Python: `... | xargs -d '\n' $(PIP_INSTALL)`
+PIP_INSTALL = $(PIP_PYTHON) -m pip install --quiet --disable-pip-version-check --no-warn-conflicts \
+              --no-compile --only-binary=:all: --implementation cp --python-version $(LAYER_PYTHON_VERSION) \
+              $(PLATFORM) --target "$(OUT)"
