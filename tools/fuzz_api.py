@@ -1,6 +1,8 @@
 """``make fuzz-api``: schemathesis against the local API's own OpenAPI document.
 
 Every answer must be one the document promises (status, content type, body schema) and none may be a 5xx.
+Before schemathesis, the explicit examples no generator would find (:data:`EXPLICIT_EXAMPLES`: bodies Python's
+JSON reader cannot hold, …) are sent and must be refused with their documented status and error body.
 The ports are ``REFUND_SORTER_MOTO_PORT`` / ``REFUND_SORTER_API_PORT`` when set, else free ones.
 
 The stack runs in this process with URL fetching locked to what cannot leave the machine: private URLs
@@ -17,8 +19,10 @@ import os
 import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +51,56 @@ CHECKS = (
     "response_schema_conformance",
     "negative_data_rejection",
 )
+
+
+@dataclass(frozen=True)
+class Example:
+    """One hand-written request and the statuses and error codes that may answer it."""
+
+    name: str
+    method: str
+    path: str
+    body: bytes
+    expected: frozenset[tuple[int, str]]
+    headers: tuple[tuple[str, str], ...] = (("Content-Type", "application/json"),)
+
+
+_UNREADABLE = frozenset({(400, "invalid_json"), (422, "invalid_request")})
+EXPLICIT_EXAMPLES = (
+    # RecursionError while reading: was 500 internal_error (issue 20)
+    Example("nested 1,000 deep", "POST", "/predictions", b'{"url": ' + b"[" * 1000 + b"]" * 1000 + b"}", _UNREADABLE),
+    # ValueError (int max str digits) while reading: was 500 internal_error (issue 20)
+    Example(
+        "revision of 5,000 digits",
+        "PATCH",
+        "/predictions/0123456789abcdef0123456789abcdef",
+        b'{"category": "shoes", "revision": ' + b"9" * 5000 + b"}",
+        _UNREADABLE,
+    ),
+)
+
+
+def send_explicit_examples(stack: LocalStack) -> list[str]:
+    """Each of :data:`EXPLICIT_EXAMPLES` against the stack; the failures, one line each."""
+    failures = []
+    for example in EXPLICIT_EXAMPLES:
+        request = urllib.request.Request(
+            f"{stack.api_url}{example.path}", data=example.body, method=example.method, headers=dict(example.headers)
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as reply:
+                status, body = reply.status, reply.read()
+        except urllib.error.HTTPError as error:
+            status, body = error.code, error.read()
+        try:
+            code = json.loads(body)["error"]["code"]
+        except (ValueError, KeyError, TypeError):
+            code = f"(not an error body: {body[:80]!r})"
+        verdict = "ok" if (status, code) in example.expected else "FAILED"
+        print(f"explicit example {example.name!r}: {status} {code} {verdict}", flush=True)
+        if verdict != "ok":
+            failures.append(f"{example.name}: {status} {code}, expected one of {sorted(example.expected)}")
+    return failures
 
 
 def seed(stack: LocalStack) -> dict[str, list[str]]:
@@ -111,6 +165,7 @@ def main() -> int:
     report = ROOT / "out" / "fuzz-api"
     report.mkdir(parents=True, exist_ok=True)
     try:
+        failures = send_explicit_examples(stack)
         command = [
             str(Path(sys.executable).with_name("schemathesis")),
             "--config-file",
@@ -139,7 +194,10 @@ def main() -> int:
             "--report-dir",
             str(report),
         ]
-        return subprocess.run(command, check=False, timeout=900).returncode
+        returncode = subprocess.run(command, check=False, timeout=900).returncode
+        for failure in failures:
+            print(f"explicit example failed: {failure}", file=sys.stderr)
+        return returncode or (1 if failures else 0)
     finally:
         stack.stop()
 

@@ -22,6 +22,9 @@ from tests.integration.conftest import LocalAws
 COFFEE = base64.b64encode(photo_bytes("skimage/coffee")).decode()
 UNKNOWN_ID = "0123456789abcdef0123456789abcdef"
 UNKNOWN = f"/predictions/{UNKNOWN_ID}"
+# What Python's JSON reader cannot hold (RecursionError, int digits cap): once 500s, now the client's 400
+NESTED_1000_DEEP = '{"url": ' + "[" * 1000 + "]" * 1000 + "}"
+REVISION_OF_5000_DIGITS = '{"category": "shoes", "revision": ' + "9" * 5000 + "}"
 
 
 class _LoopbackOnlySocket(socket.socket):
@@ -106,6 +109,8 @@ def test_every_answer_to_a_user_session_is_documented(api: str, aws: LocalAws, d
         ("PATCH", "/predictions/{id}", UNKNOWN, {"json": {"category": "shoes"}}, 404, "not_found"),
         ("PATCH", "/predictions/{id}", UNKNOWN, {"json": {"category": "?"}}, 422, "invalid_request"),
         ("PATCH", "/predictions/{id}", UNKNOWN, {"data": "{"}, 400, "invalid_json"),
+        ("POST", "/predictions", "/predictions", {"data": NESTED_1000_DEEP}, 400, "invalid_json"),
+        ("PATCH", "/predictions/{id}", UNKNOWN, {"data": REVISION_OF_5000_DIGITS}, 400, "invalid_json"),
         ("GET", "/exports/{date}", "/exports/2026-02-30", {}, 422, "invalid_request"),
         ("GET", "/exports/{date}", "/exports/2026-11-25/extra", {}, 404, "not_found"),
     ],

@@ -197,6 +197,35 @@ def test_malformed_json_is_400_invalid_json_with_the_reason(app: ApiResolver, bo
     assert reply["error"]["message"] == f"the body is not valid JSON: {reason}"
 
 
+NESTED_1000_DEEP = '{"url": ' + "[" * 1000 + "]" * 1000 + "}"
+REVISION_OF_5000_DIGITS = '{"category": "shoes", "revision": ' + "9" * 5000 + "}"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "reason"),
+    [
+        ("POST", "/predictions", NESTED_1000_DEEP, "it nests arrays or objects more than 32 deep"),
+        ("PATCH", "/predictions/abc", NESTED_1000_DEEP.replace("url", "category"), "it nests arrays or objects more"),
+        ("POST", "/predictions", '{"url": ' + "[" * 33 + "]" * 33 + "}", "it nests arrays or objects more than 32"),
+        ("PATCH", "/predictions/abc", REVISION_OF_5000_DIGITS, "a number has more than 4300 digits"),
+        ("POST", "/predictions", '{"url": "x", "n": -' + "1" * 4301 + "}", "a number has more than 4300 digits"),
+    ],
+    ids=["nested-1000-post", "nested-1000-patch", "nested-33", "revision-5000-digits", "negative-4301-digits"],
+)
+def test_json_the_reader_cannot_hold_is_400_invalid_json_not_500(
+    app: ApiResolver, method: str, path: str, body: str, reason: str
+) -> None:
+    # Python's json raises RecursionError / ValueError for these, which were answered 500 internal_error
+    status, reply = answer(app, event(method, path, body))
+    assert (status, reply["error"]["code"]) == (400, "invalid_json"), reply
+    assert reply["error"]["message"].startswith(f"the body is not JSON this API reads: {reason}")
+
+
+def test_json_nested_as_deep_as_the_limit_is_read_and_refused_by_field(app: ApiResolver) -> None:
+    status, reply = answer(app, event("POST", "/predictions", '{"url": ' + "[" * 31 + "]" * 31 + "}"))
+    assert (status, reply["error"]["code"]) == (422, "invalid_request")
+
+
 def test_a_body_that_is_not_utf8_is_400_invalid_json(app: ApiResolver) -> None:
     body = base64.b64encode(b'{"url": "\xff\xfe"}').decode()
     status, reply = answer(app, event("PATCH", "/predictions/abc", body, base64_encoded=True))

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 
 from refund_sorter import __version__
-from refund_sorter.api.errors import refuse_unsupported_media_type, register_error_handlers
+from refund_sorter.api.errors import read_json_body, refuse_unsupported_media_type, register_error_handlers
 from refund_sorter.api.openapi import complete_document
 from refund_sorter.api.routes import departments, exports, health, page, photos, predictions, review
 
@@ -47,7 +47,11 @@ class ApiResolver(APIGatewayRestResolver):
 
 def build_app() -> ApiResolver:
     # A response that breaks its own schema is our bug: 500, not Powertools' default 422 (the client's fault).
-    app = ApiResolver(enable_validation=True, response_validation_error_http_code=HTTPStatus.INTERNAL_SERVER_ERROR)
+    app = ApiResolver(
+        enable_validation=True,
+        response_validation_error_http_code=HTTPStatus.INTERNAL_SERVER_ERROR,
+        json_body_deserializer=read_json_body,
+    )
     app.configure_openapi(title=TITLE, version=__version__, description=DESCRIPTION)
     app.enable_swagger(path="/swagger")
     for router in ROUTERS:

@@ -3,7 +3,8 @@
 Every answer that is not a success is ``{"error": {"code", "message"}}`` (:class:`~refund_sorter.api.schemas.ErrorBody`)
 with a code from :class:`~refund_sorter.errors.ErrorCode`, and each code always comes with the same status:
 
-- 400 ``invalid_json``: we could not read the body at all (not JSON, not UTF-8);
+- 400 ``invalid_json``: we could not read the body at all (not JSON, not UTF-8, nested deeper or with a longer
+  number than :func:`read_json_body` reads);
 - 415 ``unsupported_media_type``: the body is not ``application/json``;
 - 422: we read the request and refuse what it says (``invalid_request`` for a field, a parameter or a date,
   the photo's and the URL's own codes for a photo we cannot classify, ``idempotency_key_reused``);
@@ -15,6 +16,7 @@ with a code from :class:`~refund_sorter.errors.ErrorCode`, and each code always 
 from __future__ import annotations
 
 import json
+import sys
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
@@ -151,6 +153,49 @@ def _what(error: Mapping[str, Any]) -> str:
     return message.removeprefix("Value error, ")
 
 
+# No body of this API nests deeper than 2; a limit well above that, and far below Python's recursion limit (which
+# json.loads and anything walking the parsed body would otherwise hit as a RecursionError: a 500).
+MAX_JSON_DEPTH = 32
+
+
+class UnreadableJsonError(ValueError):
+    """A body that may be JSON but that the API will not read: nested too deep, or a number with too many digits."""
+
+
+def read_json_body(text: str | bytes) -> Any:
+    """``json.loads`` for request bodies (the resolver's ``json_body_deserializer``): what it cannot hold is an
+    :class:`UnreadableJsonError` (400 ``invalid_json``), never a RecursionError or ValueError that would be a 500.
+
+    Malformed JSON stays a :class:`json.JSONDecodeError`, which Powertools reports with its position.
+    """
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError as exc:
+        raise UnreadableJsonError(f"it nests arrays or objects more than {MAX_JSON_DEPTH} deep") from exc
+    except ValueError as exc:  # Python's cap on int(str) (CVE-2020-10735): a number of thousands of digits
+        limit = sys.get_int_max_str_digits()
+        raise UnreadableJsonError(f"a number has more than {limit} digits") from exc
+    if _depth_exceeds(value, MAX_JSON_DEPTH):
+        raise UnreadableJsonError(f"it nests arrays or objects more than {MAX_JSON_DEPTH} deep")
+    return value
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests containers more than ``limit`` deep (without recursion of its own)."""
+    pending: list[tuple[Any, int]] = [(value, 0)]
+    while pending:
+        node, depth = pending.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        if depth + 1 > limit:
+            return True
+        pending.extend((child, depth + 1) for child in children)
+    return False
+
+
 def _is_unreadable_json(exc: RequestValidationError) -> str | None:
     for error in exc.errors():
         if error.get("type") == "json_invalid":
@@ -168,6 +213,10 @@ def register_error_handlers(app: ApiGatewayResolver) -> None:
         if reason is not None:
             return error_response(ErrorCode.INVALID_JSON, f"the body is not valid JSON: {reason}")
         return error_response(ErrorCode.INVALID_REQUEST, describe_validation_errors(exc.errors()))
+
+    @app.exception_handler(UnreadableJsonError)
+    def _unreadable(exc: UnreadableJsonError) -> Response[dict[str, Any]]:
+        return error_response(ErrorCode.INVALID_JSON, f"the body is not JSON this API reads: {exc}")
 
     @app.exception_handler(UnicodeDecodeError)
     def _not_utf8(exc: UnicodeDecodeError) -> Response[dict[str, Any]]:
