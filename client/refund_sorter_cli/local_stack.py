@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
     from werkzeug.serving import BaseWSGIServer
     from werkzeug.wrappers import Request as WerkzeugRequest
+    from werkzeug.wrappers import Response as WerkzeugResponse
 
 logger = logging.getLogger(__name__)
 
@@ -263,6 +264,34 @@ def _as_text(body: bytes) -> str | None:
 
 # API Gateway's own limit on a request payload: a bigger body never reaches Lambda.
 MAX_API_BODY = 10 * 1024 * 1024
+# The names a request to the local API may carry in its Host header: the address it listens on. Any other name
+# reaching 127.0.0.1 is a page on another site whose DNS answer was switched to loopback (DNS rebinding), which
+# would then read the API's answers as its own origin. In AWS, API Gateway routes by Host: no such request
+# reaches the function, so the check is the stand-in's, not the package's.
+LOCAL_API_HOSTS = (HOST, "localhost")
+
+
+def _refusal(code: str, message: str) -> WerkzeugResponse:
+    """An answer of the stand-in's own, in the API's error shape (:mod:`refund_sorter.api.errors`)."""
+    from werkzeug.wrappers import Response
+
+    from refund_sorter.api.errors import STATUS_BY_CODE, error_body
+    from refund_sorter.errors import ErrorCode
+
+    status = STATUS_BY_CODE[ErrorCode(code)]
+    return Response(json.dumps(error_body(ErrorCode(code), message)), status=status, content_type="application/json")
+
+
+def refuse_before_the_function(request: WerkzeugRequest) -> WerkzeugResponse | None:
+    """What API Gateway (or, for Host, its routing) would refuse before the function sees the request."""
+    from werkzeug.sansio.utils import host_is_trusted
+
+    host = request.headers.get("Host")
+    if not host_is_trusted(host.lower() if host else None, LOCAL_API_HOSTS):
+        return _refusal("unknown_host", f"Host {host!r} is not this local API: use http://{HOST}:<port>")
+    if (request.content_length or 0) > MAX_API_BODY:
+        return _refusal("file_too_large", "request body over API Gateway's 10 MB")
+    return None
 
 
 def make_api_app(
@@ -279,9 +308,9 @@ def make_api_app(
 
     @Request.application
     def app(request: Request) -> Response:
-        if (request.content_length or 0) > MAX_API_BODY:
-            message = {"error": {"code": "file_too_large", "message": "request body over API Gateway's 10 MB"}}
-            return Response(json.dumps(message), status=413, content_type="application/json")
+        refused = refuse_before_the_function(request)
+        if refused is not None:
+            return refused
         event = api_gateway_event(template, request)
         if prepare_event is not None:
             prepare_event(event)

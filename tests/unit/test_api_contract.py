@@ -103,13 +103,13 @@ def test_error_code_enum_is_documented_whole(document: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("method", "path", "statuses"),
     [
-        ("POST", "/predictions", {200, 201, 400, 404, 409, 413, 415, 422, 500, 503}),
-        ("GET", "/predictions/{id}", {200, 404, 422, 500, 503}),
-        ("PATCH", "/predictions/{id}", {200, 400, 404, 409, 413, 415, 422, 500, 503}),
-        ("GET", "/predictions", {200, 422, 500, 503}),
-        ("GET", "/exports/{date}", {200, 303, 404, 422, 500, 503}),
-        ("GET", "/departments", {200, 500}),
-        ("GET", "/health", {200, 500}),
+        ("POST", "/predictions", {200, 201, 400, 404, 409, 413, 415, 421, 422, 500, 503}),
+        ("GET", "/predictions/{id}", {200, 404, 421, 422, 500, 503}),
+        ("PATCH", "/predictions/{id}", {200, 400, 404, 409, 413, 415, 421, 422, 500, 503}),
+        ("GET", "/predictions", {200, 421, 422, 500, 503}),
+        ("GET", "/exports/{date}", {200, 303, 404, 421, 422, 500, 503}),
+        ("GET", "/departments", {200, 421, 500}),
+        ("GET", "/health", {200, 421, 500}),
     ],
 )
 def test_each_operation_documents_each_status_it_can_answer(
@@ -149,11 +149,12 @@ def test_a_new_route_gets_the_standard_error_responses_by_default() -> None:
     app.include_router(router)
     # WHEN the document is generated
     document = json.loads(app.get_openapi_json_schema())
-    # THEN its shape decides the rest: body → 400/413/415, inputs → 422, path parameters → 404, always 500
+    # THEN its shape decides the rest: body → 400/413/415, inputs → 422, path parameters → 404, always 500 (and the
+    # local stack's 421)
     put = document["paths"]["/things/{thing_id}"]["put"]["responses"]
-    assert {int(s) for s in put} == {200, 400, 404, 413, 415, 422, 500, 503}
+    assert {int(s) for s in put} == {200, 400, 404, 413, 415, 421, 422, 500, 503}
     assert put["422"][CODES_KEY] == ["invalid_request"]
-    assert {int(s) for s in document["paths"]["/plain"]["get"]["responses"]} == {200, 500}
+    assert {int(s) for s in document["paths"]["/plain"]["get"]["responses"]} == {200, 421, 500}
     assert "HTTPValidationError" not in json.dumps(document)
 
 
@@ -241,6 +242,16 @@ def test_a_body_that_is_not_json_is_415(app: ApiResolver, content_type: str) -> 
     assert (status, reply) == (
         415,
         {"error": {"code": "unsupported_media_type", "message": "send the body as application/json"}},
+    )
+
+
+@pytest.mark.parametrize(("method", "path"), [("POST", "/predictions"), ("PATCH", "/predictions/abc")])
+def test_a_body_without_a_content_type_is_415_not_read_as_json(app: ApiResolver, method: str, path: str) -> None:
+    # what a browser sends to another origin without a preflight when a page posts a Blob: in AWS too
+    status, reply = answer(app, event(method, path, '{"url": "http://x.test/a.jpg"}', content_type=None))
+    assert (status, reply) == (
+        415,
+        {"error": {"code": "unsupported_media_type", "message": "send the body as application/json (no Content-Type)"}},
     )
 
 

@@ -36,6 +36,7 @@ class ErrorCode(StrEnum):
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
     REQUEST_IN_PROGRESS = "request_in_progress"
+    UNKNOWN_HOST = "unknown_host"  # the local stack only: a Host header it does not listen on (DNS rebinding)
     # A person's decision (the review loop)
     REVIEW_CONFLICT = "review_conflict"  # the Result changed since the reviewer saw it: someone decided first
     NOT_REVIEWABLE = "not_reviewable"  # a failed Result: no prediction, nothing to decide on

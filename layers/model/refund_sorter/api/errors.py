@@ -9,6 +9,8 @@ with a code from :class:`~refund_sorter.errors.ErrorCode`, and each code always 
 - 422: we read the request and refuse what it says (``invalid_request`` for a field, a parameter or a date,
   the photo's and the URL's own codes for a photo we cannot classify, ``idempotency_key_reused``);
 - 404 ``not_found``, 409 ``request_in_progress``, 413 ``file_too_large``;
+- 421 ``unknown_host``, from the local stack only: the Host header is not an address it listens on (a page
+  on another site reaching it through DNS rebinding); in AWS, API Gateway routes by Host itself;
 - 5xx only for our own failures: 503 storage or model (worth a retry), 500 ``internal_error`` (a bug; logged),
   never with a stack trace.
 """
@@ -72,6 +74,7 @@ STATUS_BY_CODE: dict[ErrorCode, HTTPStatus] = {
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
     ErrorCode.NOT_FOUND: HTTPStatus.NOT_FOUND,
     ErrorCode.REQUEST_IN_PROGRESS: HTTPStatus.CONFLICT,
+    ErrorCode.UNKNOWN_HOST: HTTPStatus.MISDIRECTED_REQUEST,
     ErrorCode.FILE_TOO_LARGE: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
     ErrorCode.STORAGE_ERROR: HTTPStatus.SERVICE_UNAVAILABLE,
     ErrorCode.MODEL_ERROR: HTTPStatus.SERVICE_UNAVAILABLE,
@@ -260,22 +263,26 @@ _BODY_METHODS = frozenset({"POST", "PATCH", "PUT"})
 
 
 def refuse_unsupported_media_type(event: Mapping[str, Any]) -> dict[str, Any] | None:
-    """Bodies are JSON: anything else is refused (415) before Powertools' validation tries to read it.
+    """Bodies are JSON, said so by ``Content-Type: application/json``: any other body is refused (415) before
+    Powertools' validation tries to read it, in AWS and on the local stack alike.
 
     This runs before routing because Powertools would read a form or multipart body as data (a
-    ``multipart/form-data`` without a boundary makes its parser raise a bare ValueError).
+    ``multipart/form-data`` without a boundary makes its parser raise a bare ValueError), and would read a body
+    without a Content-Type as JSON. A browser sends exactly those to another origin without asking first (a
+    "simple" request: text/plain, a form, or a Blob without a type): refusing them keeps any web page the
+    reviewer opens from making the API fetch URLs and store Results on the reviewer's behalf.
     """
     if event.get("httpMethod") not in _BODY_METHODS or not event.get("body"):
         return None
     headers = {str(k).lower(): v for k, v in (event.get("headers") or {}).items()}
-    media_type = str(headers.get("content-type") or "application/json").split(";")[0].strip().lower()
+    content_type = str(headers.get("content-type") or "")
+    media_type = content_type.partition(";")[0].strip().lower()
     if media_type == content_types.APPLICATION_JSON:
         return None
+    message = UNSUPPORTED_MEDIA_TYPE_MESSAGE if content_type else f"{UNSUPPORTED_MEDIA_TYPE_MESSAGE} (no Content-Type)"
     return {
         "statusCode": int(HTTPStatus.UNSUPPORTED_MEDIA_TYPE),
         "headers": {"Content-Type": content_types.APPLICATION_JSON},
-        "body": json.dumps(
-            error_body(ErrorCode.UNSUPPORTED_MEDIA_TYPE, UNSUPPORTED_MEDIA_TYPE_MESSAGE), separators=(",", ":")
-        ),
+        "body": json.dumps(error_body(ErrorCode.UNSUPPORTED_MEDIA_TYPE, message), separators=(",", ":")),
         "isBase64Encoded": False,
     }

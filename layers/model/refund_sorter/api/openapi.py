@@ -5,7 +5,8 @@ that this API never sends. :func:`complete_document` rewrites the generated docu
 operation lists each error status it can answer, with :class:`~refund_sorter.api.schemas.ErrorBody` and the
 ``error.code`` values that come with it (``x-error-codes``):
 
-- by the operation's shape, for every route, including routes added later: 500 always; 422 when it takes
+- by the operation's shape, for every route, including routes added later: 500 always (and 421, which only
+  the local stack answers: see :mod:`refund_sorter_cli.local_stack`); 422 when it takes
   parameters or a body; 404 when it has path parameters (an unknown id, a path no route matches);
   400/413/415 when it takes a body;
 - by the route itself, for what its service can refuse: ``responses={200: ..., **refusals(ErrorCode.X, ...)}``.
@@ -40,14 +41,15 @@ MEANING = {
     HTTPStatus.FORBIDDEN: "Not yours to do: only the person who decided may undo it",
     HTTPStatus.CONFLICT: "Not now: the same request is still running, or someone decided first",
     HTTPStatus.REQUEST_ENTITY_TOO_LARGE: "The body or the photo is over the size limit",
-    HTTPStatus.UNSUPPORTED_MEDIA_TYPE: "The body is not application/json",
+    HTTPStatus.UNSUPPORTED_MEDIA_TYPE: "The body is not sent as Content-Type: application/json",
+    HTTPStatus.MISDIRECTED_REQUEST: "The local stack only: the Host header names no address it listens on",
     HTTPStatus.UNPROCESSABLE_ENTITY: "Read, but refused: a parameter or field is invalid, or the photo cannot be used",
     HTTPStatus.INTERNAL_SERVER_ERROR: "A bug of ours; it is logged",
     HTTPStatus.SERVICE_UNAVAILABLE: "Storage or the model failed; retry later",
 }
 
 # What any operation of a given shape can answer, whatever its route says.
-ALWAYS = (ErrorCode.INTERNAL_ERROR,)
+ALWAYS = (ErrorCode.INTERNAL_ERROR, ErrorCode.UNKNOWN_HOST)
 WITH_INPUT = (ErrorCode.INVALID_REQUEST,)
 WITH_PATH_PARAMETERS = (ErrorCode.NOT_FOUND,)
 WITH_BODY = (ErrorCode.INVALID_JSON, ErrorCode.UNSUPPORTED_MEDIA_TYPE, ErrorCode.FILE_TOO_LARGE)
