@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from refund_sorter.api.schemas import INLINE_PHOTO_BYTES, INVOCATION_PAYLOAD_BYTES
 from refund_sorter_cli.net import HOST, PortInUseError, is_loopback_url, listen
 from refund_sorter_cli.template import LOCAL_ACCOUNT, LOCAL_REGION, Template
 
@@ -262,8 +263,14 @@ def _as_text(body: bytes) -> str | None:
         return None
 
 
-# API Gateway's own limit on a request payload: a bigger body never reaches Lambda.
+# API Gateway's own limit on a request payload: a bigger body is refused (413) before anything else.
 MAX_API_BODY = 10 * 1024 * 1024
+# Below it, the event API Gateway makes of the request must fit a synchronous Lambda invocation
+# (refund_sorter.api.schemas.INVOCATION_PAYLOAD_BYTES): API Gateway answers 413 to one that does not.
+OVER_THE_INVOCATION_LIMIT = (
+    f"the request is over the {INVOCATION_PAYLOAD_BYTES:,} bytes a Lambda invocation carries (API Gateway refuses "
+    f"it in AWS): send a photo over {INLINE_PHOTO_BYTES / 1e6:.1f} MB by s3_key or url, not as image_base64"
+)
 # The names a request to the local API may carry in its Host header: the address it listens on. Any other name
 # reaching 127.0.0.1 is a page on another site whose DNS answer was switched to loopback (DNS rebinding), which
 # would then read the API's answers as its own origin. In AWS, API Gateway routes by Host: no such request
@@ -290,7 +297,7 @@ def refuse_before_the_function(request: WerkzeugRequest) -> WerkzeugResponse | N
     if not host_is_trusted(host.lower() if host else None, LOCAL_API_HOSTS):
         return _refusal("unknown_host", f"Host {host!r} is not this local API: use http://{HOST}:<port>")
     if (request.content_length or 0) > MAX_API_BODY:
-        return _refusal("file_too_large", "request body over API Gateway's 10 MB")
+        return _refusal("file_too_large", f"the request body is over API Gateway's {MAX_API_BODY:,} bytes")
     return None
 
 
@@ -314,6 +321,8 @@ def make_api_app(
         event = api_gateway_event(template, request)
         if prepare_event is not None:
             prepare_event(event)
+        if len(json.dumps(event, separators=(",", ":")).encode()) > INVOCATION_PAYLOAD_BYTES:
+            return _refusal("file_too_large", OVER_THE_INVOCATION_LIMIT)
         with lock:
             reply = handler(event, LambdaContext(template.physical_name(API_FUNCTION), spec.memory, spec.timeout))
         body = reply.get("body") or ""

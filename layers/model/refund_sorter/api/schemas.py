@@ -29,6 +29,12 @@ DayParam = Annotated[
 
 
 PHOTO_SOURCES = ("url", "s3_key", "image_base64")
+# A synchronous Lambda invocation carries at most 6 MB (6,291,456 bytes), and API Gateway's whole event for the
+# request (headers, the body, base64 when binary) must fit: a bigger request never reaches the function, API
+# Gateway answers 413 itself. The local API Gateway stand-in refuses the same requests.
+INVOCATION_PAYLOAD_BYTES = 6 * 1024 * 1024
+# What that leaves for a photo sent inline: base64 makes 3 bytes 4, and the event's other fields take a few KB.
+INLINE_PHOTO_BYTES = (INVOCATION_PAYLOAD_BYTES - 16 * 1024) * 3 // 4
 
 
 class PredictionRequest(BaseModel):
@@ -50,7 +56,10 @@ class PredictionRequest(BaseModel):
     # photo's repr costs 5-10 ms even with debug logging off.
     image_base64: str | None = Field(
         None,
-        description="The photo's bytes, base64; a data URL's data:image/...;base64, prefix is accepted",
+        description="The photo's bytes, base64; a data URL's data:image/...;base64, prefix is accepted. In AWS the "
+        f"request must fit the {INVOCATION_PAYLOAD_BYTES:,} bytes a Lambda invocation carries, so a photo sent this "
+        f"way can be at most about {INLINE_PHOTO_BYTES / 1e6:.1f} MB: API Gateway answers 413 to a bigger request "
+        "before the function runs (so does the local stack). Send a bigger photo by s3_key or url.",
         repr=False,
     )
 
