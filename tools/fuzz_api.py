@@ -3,6 +3,8 @@
 Every answer must be one the document promises (status, content type, body schema) and none may be a 5xx.
 Before schemathesis, the explicit examples no generator would find (:data:`EXPLICIT_EXAMPLES`: bodies Python's
 JSON reader cannot hold, …) are sent and must be refused with their documented status and error body.
+Then schemathesis runs all four phases: examples, coverage, fuzzing, and stateful, which follows the document's
+links from a created Result (get it, its photo, decide it, undo the decision, decide again).
 The ports are ``REFUND_SORTER_MOTO_PORT`` / ``REFUND_SORTER_API_PORT`` when set, else free ones.
 
 The stack runs in this process with URL fetching locked to what cannot leave the machine: private URLs
@@ -13,13 +15,13 @@ such as ``http://example.org/x.jpg`` fails to resolve instead of sending a DNS q
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import logging
 import os
 import socket
 import subprocess
 import sys
-import urllib.error
 import urllib.request
 import warnings
 from dataclasses import dataclass
@@ -66,6 +68,7 @@ class Example:
 
 
 _UNREADABLE = frozenset({(400, "invalid_json"), (422, "invalid_request")})
+_NOT_JSON = frozenset({(415, "unsupported_media_type")})
 EXPLICIT_EXAMPLES = (
     # RecursionError while reading: was 500 internal_error (issue 20)
     Example("nested 1,000 deep", "POST", "/predictions", b'{"url": ' + b"[" * 1000 + b"]" * 1000 + b"}", _UNREADABLE),
@@ -77,21 +80,43 @@ EXPLICIT_EXAMPLES = (
         b'{"category": "shoes", "revision": ' + b"9" * 5000 + b"}",
         _UNREADABLE,
     ),
+    # a browser's cross-origin POST of a Blob carries no Content-Type and is sent without a preflight
+    Example("no Content-Type", "POST", "/predictions", b'{"s3_key": "incoming/return-1234.jpg"}', _NOT_JSON, ()),
+    Example("text/plain", "POST", "/predictions", b"{}", _NOT_JSON, (("Content-Type", "text/plain"),)),
+    # DNS rebinding: another site's name for 127.0.0.1
+    Example(
+        "rebound Host",
+        "POST",
+        "/predictions",
+        b"{}",
+        frozenset({(421, "unknown_host")}),
+        (("Content-Type", "application/json"), ("Host", "rebound.example")),
+    ),
+    # over the 6 MB of a Lambda invocation, under API Gateway's 10 MB: API Gateway's 413
+    Example(
+        "7 MB inline photo",
+        "POST",
+        "/predictions",
+        b'{"image_base64": "' + b"A" * 7_000_000 + b'"}',
+        frozenset({(413, "file_too_large")}),
+    ),
 )
 
 
 def send_explicit_examples(stack: LocalStack) -> list[str]:
     """Each of :data:`EXPLICIT_EXAMPLES` against the stack; the failures, one line each."""
+    from refund_sorter_cli.net import HOST
+
     failures = []
     for example in EXPLICIT_EXAMPLES:
-        request = urllib.request.Request(
-            f"{stack.api_url}{example.path}", data=example.body, method=example.method, headers=dict(example.headers)
-        )
+        # http.client sends exactly these headers (urllib would add a form Content-Type to a body without one)
+        connection = http.client.HTTPConnection(HOST, stack.api_port, timeout=60)
         try:
-            with urllib.request.urlopen(request, timeout=60) as reply:
-                status, body = reply.status, reply.read()
-        except urllib.error.HTTPError as error:
-            status, body = error.code, error.read()
+            connection.request(example.method, example.path, body=example.body, headers=dict(example.headers))
+            reply = connection.getresponse()
+            status, body = reply.status, reply.read()
+        finally:
+            connection.close()
         try:
             code = json.loads(body)["error"]["code"]
         except (ValueError, KeyError, TypeError):
@@ -103,25 +128,41 @@ def send_explicit_examples(stack: LocalStack) -> list[str]:
     return failures
 
 
+# Photos (sample photos that ship in wheels) the stateful phase creates Results from, by s3_key.
+STATEFUL_PHOTOS = ("skimage/chelsea", "skimage/astronaut", "sklearn/china", "sklearn/flower")
+
+
 def seed(stack: LocalStack) -> dict[str, list[str]]:
     """Real data for the run: a stored photo for the documented ``s3_key`` example and one Result.
 
     Returns the values schemathesis mixes into what it generates (half the time), so the checks also see
-    the success answers of GET/PATCH /predictions/{id}, a day that has Results and its CSV, not only 404s.
+    the success answers of GET/PATCH /predictions/{id}, a day that has Results and its CSV, not only 404s, and
+    the stateful phase's POSTs name stored photos: it then follows the links from their Results (get, look at
+    the photo, decide, undo, decide again).
     """
+    from refund_sorter.api.page import ASSETS
     from refund_sorter.config import get_settings
     from refund_sorter.storage.clients import s3_client
-    from refund_sorter_cli.samples import photo_bytes
+    from refund_sorter_cli.samples import PHOTOS, photo_bytes
 
     example_key = "incoming/return-1234.jpg"  # PredictionRequest's s3_key example
     s3_client().put_object(Bucket=get_settings().bucket, Key=example_key, Body=EXAMPLE_PHOTO.read_bytes())
     photo = base64.b64encode(photo_bytes("skimage/coffee")).decode()
     created = _call(stack, "POST", "/predictions", {"image_base64": photo})
     departments = _call(stack, "GET", "/departments")
+    # Photos stored under their own keys: a POST naming one creates a Result (201) the first time and finds it
+    # (200) after, and the stateful phase follows those answers' links (get, decide, undo).
+    keys = []
+    for name in STATEFUL_PHOTOS:
+        key = f"incoming/fuzz/{name.replace('/', '-')}{Path(PHOTOS[name][1]).suffix}"
+        s3_client().put_object(Bucket=get_settings().bucket, Key=key, Body=photo_bytes(name))
+        keys.append(key)
     return {
         "ids": [created["id"]],
         "days": [created["timestamp"][:10]],
         "departments": [department["id"] for department in departments],
+        "keys": [example_key, *keys],
+        "assets": sorted(ASSETS),
     }
 
 
@@ -135,12 +176,15 @@ def _call(stack: LocalStack, method: str, path: str, body: Any = None) -> Any:
 
 
 def config_file(values: dict[str, list[str]], folder: Path) -> Path:
-    """A schemathesis.toml that binds path ids, days and departments to the seeded values half the time."""
+    """A schemathesis.toml that binds path ids, days, departments, stored photos' keys and the page's files to the
+    seeded values half the time."""
     bindings = {
         "path.id": "ids",
         "path.date": "days",
         "query.date": "days",
         "body.category": "departments",
+        "body.s3_key": "keys",
+        "path.asset": "assets",
     }
     lines = [f"[dictionaries.{name}]\nvalues = {json.dumps(entries)}\n" for name, entries in values.items()]
     lines.append("[parameters]")
@@ -177,8 +221,7 @@ def main() -> int:
             "--checks",
             ",".join(CHECKS),
             "--phases",
-            # stateful is left out: its random POST bodies are almost never a photo, so it reaches no links
-            "examples,coverage,fuzzing",
+            os.environ.get("FUZZ_PHASES", "examples,coverage,fuzzing,stateful"),
             "--max-examples",
             os.environ.get("FUZZ_MAX_EXAMPLES", "100"),
             "--seed",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from http import HTTPStatus
 from typing import Annotated, Any
 
@@ -315,3 +316,48 @@ def test_an_unexpected_exception_is_a_500_that_shows_no_internals() -> None:
     status, reply = answer(_app_with(router), event("GET", "/crash"))
     assert status == 500
     assert reply == {"error": {"code": "internal_error", "message": "something went wrong on our side; it is logged"}}
+
+
+CAMEL_CASE = re.compile(r"[a-z][a-z0-9]*(?:[A-Z][a-z0-9]*)*")
+
+
+def test_every_operation_has_a_unique_camel_case_operation_id(document: dict[str, Any]) -> None:
+    # Powertools' default (review_prediction_predictions__id__patch) changes with the path; clients and links
+    # name operations by these
+    ids = [op.get("operationId", "") for _, _, op in operations(document)]
+    assert all(CAMEL_CASE.fullmatch(operation_id) for operation_id in ids), ids
+    assert len(set(ids)) == len(ids), ids
+
+
+def test_every_link_names_an_operation_and_its_parameters(document: dict[str, Any]) -> None:
+    by_id = {op["operationId"]: op for _, _, op in operations(document)}
+    links = [
+        (method, path, status, name, link)
+        for method, path, op in operations(document)
+        for status, response in op["responses"].items()
+        for name, link in response.get("links", {}).items()
+    ]
+    assert links
+    for method, path, status, name, link in links:
+        target = by_id.get(link["operationId"])
+        assert target is not None, (method, path, status, name, link["operationId"])
+        parameters = {parameter["name"] for parameter in target.get("parameters", [])}
+        assert set(link.get("parameters", {})) <= parameters, (method, path, status, name)
+        assert ("requestBody" in link) <= ("requestBody" in target), (method, path, status, name)
+        # each value is read from the answer the link hangs on: a field its schema has
+        schema = document["components"]["schemas"]["Result"]
+        values = [*link.get("parameters", {}).values(), *(link.get("requestBody") or {}).values()]
+        for value in values:
+            assert value.startswith("$response.body#/"), value
+            assert value.removeprefix("$response.body#/") in schema["properties"], value
+
+
+def test_the_review_loop_is_linked_from_create_to_undo(document: dict[str, Any]) -> None:
+    def linked(path: str, method: str, status: str) -> set[str]:
+        links = document["paths"][path][method]["responses"][status].get("links", {})
+        return {link["operationId"] for link in links.values()}
+
+    assert {"getPrediction", "reviewPrediction"} <= linked("/predictions", "post", "201")
+    assert {"getPrediction", "reviewPrediction"} <= linked("/predictions", "post", "200")
+    assert "undoReview" in linked("/predictions/{id}", "patch", "200")
+    assert "reviewPrediction" in linked("/predictions/{id}/review", "delete", "200")

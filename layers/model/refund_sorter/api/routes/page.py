@@ -22,7 +22,12 @@ _HTML: dict[int, OpenAPIResponse] = {
 }
 
 
-@router.get("/review", summary="The review page (HTML; everything it loads comes from this API)", responses=_HTML)
+@router.get(
+    "/review",
+    summary="The review page (HTML; everything it loads comes from this API)",
+    operation_id="getReviewPage",
+    responses=_HTML,
+)
 def review_page() -> Response[str]:
     sign_in = page.sign_in_settings(router.current_event.raw_event.get("stageVariables"))
     return Response(
@@ -41,6 +46,7 @@ def review_page() -> Response[str]:
 @router.get(
     "/review/<asset>",
     summary="One of the review page's files (CSS, JS)",
+    operation_id="getReviewAsset",
     responses={
         200: {
             "description": "The file",

@@ -18,6 +18,7 @@ router = Router()
 @router.get(
     "/predictions/<id>/photo",
     summary="The photo: a 303 to a short-lived link (the thumbnail, or size=full the original)",
+    operation_id="getPhoto",
     description="The thumbnail (JPEG, long side 512 px) by default; `size=full` the original wherever it is now. "
     "Without a thumbnail, the original; a photo kept only as a thumbnail gives it for both. `as=json` answers "
     "the link as JSON instead of redirecting (the review page asks this way: its requests carry a token that "

@@ -26,10 +26,16 @@ logger = Logger(child=True)
 metrics = Metrics()
 
 IdParam = Annotated[str, Path(min_length=1, max_length=64, description="The prediction's id")]
-# What a client (and schemathesis' stateful phase) can do next with the id a POST answered.
-NEXT_WITH_THE_ID = {
+# What a client (and schemathesis' stateful phase) can do next with the Result a POST answered: read it, look
+# at its photo, decide it (a confirmation of the model: the category it predicted, at the revision it is at).
+NEXT_WITH_THE_RESULT = {
     "GetPrediction": {"operationId": "getPrediction", "parameters": {"id": "$response.body#/id"}},
-    "ReviewPrediction": {"operationId": "reviewPrediction", "parameters": {"id": "$response.body#/id"}},
+    "GetPhoto": {"operationId": "getPhoto", "parameters": {"id": "$response.body#/id"}},
+    "ReviewPrediction": {
+        "operationId": "reviewPrediction",
+        "parameters": {"id": "$response.body#/id"},
+        "requestBody": {"category": "$response.body#/prediction", "revision": "$response.body#/revision"},
+    },
 }
 
 
@@ -38,10 +44,10 @@ NEXT_WITH_THE_ID = {
     summary="Classify a photo by URL, S3 key or base64 bytes",
     operation_id="createPrediction",
     responses={
-        201: {"description": "A new Result", "links": NEXT_WITH_THE_ID},
+        201: {"description": "A new Result", "links": NEXT_WITH_THE_RESULT},
         200: {
             "description": "Already known: the photo's Result (or the first answer to this Idempotency-Key)",
-            "links": NEXT_WITH_THE_ID,
+            "links": NEXT_WITH_THE_RESULT,
         },
         **refusals(
             *PHOTO_CODES,
