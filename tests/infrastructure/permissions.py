@@ -14,6 +14,10 @@ Three pieces for ``test_permissions.py``:
 Resources are local ARNs (the names the local stack gives the template's resources). An object is named by
 its top-level prefix (``arn:aws:s3:::bucket/incoming/*``): that is the unit the bucket is laid out in and the
 unit policies grant.
+
+``s3:ListBucket`` is granted to the prefix, not the bucket: :func:`listing_prefix` is the ``s3:prefix`` S3
+authorises a call's ListBucket with, and :func:`listing_conditions` reads the ``s3:prefix`` patterns each
+grant is conditioned on, so the test checks the condition as IAM would (:func:`iam_string_like`).
 """
 
 from __future__ import annotations
@@ -187,6 +191,29 @@ def needed(call: AwsCall) -> set[Permission]:
     raise UndeclaredCallError(f"s3:{call.operation}")
 
 
+def listing_prefix(call: AwsCall) -> str | None:
+    """The ``s3:prefix`` S3 authorises this call's ``s3:ListBucket`` with, if the call needs one.
+
+    A listing's is its ``Prefix`` (none given: the empty string, the whole bucket). A GetObject or HeadObject we
+    make needs ListBucket only so that a missing key answers 404 rather than 403; for that check S3 takes the
+    key itself as the prefix (the Ceph RGW took the same rule to match AWS: ceph/ceph#68577), so a grant
+    conditioned on ``incoming/*`` still tells a missing ``incoming/x.jpg`` from a forbidden one.
+    """
+    if call.service != "s3":
+        return None
+    if call.operation == "ListObjectsV2":
+        return str(call.params.get("Prefix", ""))
+    if call.operation in {"GetObject", "HeadObject"} and not call.presigned:
+        return str(call.params["Key"])
+    return None
+
+
+def iam_string_like(value: str, pattern: str) -> bool:
+    """IAM's ``StringLike``: case-sensitive, ``*`` any run of characters (``/`` included), ``?`` any one."""
+    translated = "".join(".*" if char == "*" else "." if char == "?" else re.escape(char) for char in pattern)
+    return re.fullmatch(translated, value, flags=re.DOTALL) is not None
+
+
 # ------------------------------------------------------------------------------------------------ the template
 
 
@@ -305,3 +332,25 @@ def aws_call_sites() -> list[CallSite]:
             visitor.visit(ast.parse(path.read_text(encoding="utf-8"), str(path)))
             sites += visitor.sites
     return sites
+
+
+def listing_conditions(template: Template, logical_id: str) -> list[tuple[str, ...] | None]:
+    """The ``s3:prefix`` patterns each of a function's ``s3:ListBucket`` grants is conditioned on (``None``: a
+    grant without a condition, any prefix). A condition other than ``StringLike`` on ``s3:prefix`` fails: say
+    here how to read it before using it."""
+    grants: list[tuple[str, ...] | None] = []
+    for policy in template.resources[logical_id]["Properties"].get("Policies", []):
+        for statement in policy["Statement"]:
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            if "s3:ListBucket" not in actions:
+                continue
+            condition = statement.get("Condition")
+            if condition is None:
+                grants.append(None)
+                continue
+            assert set(condition) == {"StringLike"} and set(condition["StringLike"]) == {"s3:prefix"}, (
+                f"{logical_id}: {condition!r} - only a StringLike s3:prefix condition is understood here"
+            )
+            patterns = condition["StringLike"]["s3:prefix"]
+            grants.append(tuple(patterns) if isinstance(patterns, list) else (patterns,))
+    return grants

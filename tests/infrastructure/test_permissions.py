@@ -42,6 +42,9 @@ from tests.infrastructure.permissions import (
     Permission,
     aws_call_sites,
     granted,
+    iam_string_like,
+    listing_conditions,
+    listing_prefix,
     needed,
 )
 from tests.integration.conftest import LocalAws
@@ -339,6 +342,38 @@ def test_each_function_is_granted_exactly_what_its_calls_need(
     assert not grants - needs, f"{function} is granted what none of its calls needs: {sorted(grants - needs)}"
 
 
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_each_function_lists_only_the_prefixes_its_calls_list(
+    recorded: dict[str, list[AwsCall]], stack_template: Template, function: str
+) -> None:
+    # GIVEN the s3:prefix of every ListBucket check the function's calls made (a listing, or a read of a key
+    # that must answer 404 when missing) and the patterns its ListBucket grants are conditioned on
+    prefixes = {prefix for call in recorded[function] if (prefix := listing_prefix(call)) is not None}
+    grants = listing_conditions(stack_template, function)
+    if not prefixes:
+        assert not grants, f"{function} is granted s3:ListBucket, which none of its calls needs"
+        return
+    # THEN every grant is conditioned (no function may list the whole bucket: exports/, labelled/, models/ …)
+    tops = sorted({f"{prefix.partition('/')[0]}/*" if "/" in prefix else prefix for prefix in prefixes})
+    assert grants and None not in grants, f"{function}: s3:ListBucket without an s3:prefix condition; needed: {tops}"
+    patterns = {pattern for grant in grants if grant for pattern in grant}
+    # every prefix a call used is allowed, and every pattern is one some call needed
+    refused = sorted(p for p in prefixes if not any(iam_string_like(p, pattern) for pattern in patterns))
+    assert not refused, f"{function} lists (or reads, to tell 404 from 403) outside its s3:prefix grant: {refused}"
+    unused = sorted(pattern for pattern in patterns if not any(iam_string_like(p, pattern) for p in prefixes))
+    assert not unused, f"{function} may list prefixes none of its calls needs: {unused}"
+
+
+def test_iam_string_like_reads_patterns_as_iam_does() -> None:
+    assert iam_string_like("incoming/a/b.jpg", "incoming/*")
+    assert iam_string_like("incoming/", "incoming/*")
+    assert not iam_string_like("incoming", "incoming/*")
+    assert not iam_string_like("Incoming/a.jpg", "incoming/*")
+    assert iam_string_like("runs/1/x", "runs/?/x")
+    assert not iam_string_like("runs.1", "runs?1x")
+    assert not iam_string_like("a+b", "a.b")
+
+
 @pytest.mark.parametrize("function", ["PlanFunction", "ClassifyChunkFunction", "ExportFunction", "OnUploadFunction"])
 def test_the_jobs_have_no_access_to_the_idempotency_table(stack_template: Template, function: str) -> None:
     table = stack_template.physical_name("IdempotencyTable")
@@ -357,3 +392,44 @@ def test_every_aws_call_in_the_code_is_made_by_some_scenario(recorded: dict[str,
     assert not unexercised, "no scenario makes these AWS calls, so no policy is checked against them: " + "; ".join(
         unexercised
     )
+
+
+# What SAM attaches to every function role besides its Policies: AWSLambdaBasicExecutionRole, and with tracing
+# AWSXrayWriteOnlyAccess. Only their actions are listed: that is all a boundary needs to be checked against.
+BASIC_EXECUTION_ACTIONS = ("logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents")
+TRACING_ACTIONS = (
+    "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords",
+    "xray:GetSamplingRules",
+    "xray:GetSamplingTargets",
+    "xray:GetSamplingStatisticSummaries",
+)
+
+
+def _boundary_allows(template: Template, action: str) -> bool:
+    statements = template.resources["FunctionPermissionsBoundary"]["Properties"]["PolicyDocument"]["Statement"]
+    assert all(s["Effect"] == "Allow" and s["Resource"] == "*" for s in statements), "an allow-list of actions"
+    return any(iam_string_like(action, pattern) for s in statements for pattern in s["Action"])
+
+
+def test_every_function_is_bounded_so_it_cannot_create_log_groups(stack_template: Template) -> None:
+    # GIVEN the boundary every function role gets (Globals)
+    assert stack_template.document["Globals"]["Function"]["PermissionsBoundary"] == {
+        "Ref": "FunctionPermissionsBoundary"
+    }
+    assert all(
+        "PermissionsBoundary" not in f["Properties"]
+        for f in stack_template.resources_of_type("AWS::Serverless::Function").values()
+    ), "a function of its own boundary: check it here too"
+    # THEN the log groups are the template's: no function may create one (or re-create one deleted by hand)
+    assert not _boundary_allows(stack_template, "logs:CreateLogGroup")
+    assert all(
+        f["Properties"].get("LoggingConfig", {}).get("LogGroup")
+        for f in stack_template.resources_of_type("AWS::Serverless::Function").values()
+    ), "every function writes to a log group of the template"
+    # and what the functions do is left as it is: writing their logs and traces, and every action they are granted
+    for action in (*BASIC_EXECUTION_ACTIONS[1:], *TRACING_ACTIONS):
+        assert _boundary_allows(stack_template, action), action
+    for function in FUNCTIONS:
+        refused = sorted(a for a, _ in granted(stack_template, function) if not _boundary_allows(stack_template, a))
+        assert not refused, f"{function} is granted what the boundary takes away: {refused}"
