@@ -40,7 +40,8 @@ MEANING = {
     HTTPStatus.NOT_FOUND: "Nothing there: no such prediction, object or route",
     HTTPStatus.FORBIDDEN: "Not yours to do: only the person who decided may undo it",
     HTTPStatus.CONFLICT: "Not now: the same request is still running, or someone decided first",
-    HTTPStatus.REQUEST_ENTITY_TOO_LARGE: "The body or the photo is over the size limit",
+    HTTPStatus.REQUEST_ENTITY_TOO_LARGE: "The body or the photo is over the size limit (a request over the 6 MB a "
+    "Lambda invocation carries is refused by API Gateway itself: send big photos by s3_key or url)",
     HTTPStatus.UNSUPPORTED_MEDIA_TYPE: "The body is not sent as Content-Type: application/json",
     HTTPStatus.MISDIRECTED_REQUEST: "The local stack only: the Host header names no address it listens on",
     HTTPStatus.UNPROCESSABLE_ENTITY: "Read, but refused: a parameter or field is invalid, or the photo cannot be used",
