@@ -187,6 +187,8 @@ def config_file(values: dict[str, list[str]], folder: Path) -> Path:
         "path.asset": "assets",
     }
     lines = [f"[dictionaries.{name}]\nvalues = {json.dumps(entries)}\n" for name, entries in values.items()]
+    # Scenarios long enough for the review loop (create, get, decide, undo, decide again) and then some
+    lines.append("[phases.stateful]\nmax-steps = 12\n")
     lines.append("[parameters]")
     lines += [f'"{key}" = {{ dictionary = "{name}", probability = 0.5 }}' for key, name in bindings.items()]
     path = folder / "schemathesis.toml"
