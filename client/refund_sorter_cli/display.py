@@ -70,16 +70,32 @@ def _low_confidence(confidence: float, model_version: str, threshold: float) -> 
 
     if made_by_a_head(model_version):  # a head holds its Results to a threshold of its own
         return f"low confidence ({confidence:.2f}, below the head's auto-sort threshold)"
-    return f"low confidence ({confidence:.2f} < {threshold:.2f})"
+    shown, limit = _distinct(confidence, threshold)
+    return f"low confidence ({shown} < {limit})"
 
 
-def results_table(results: Sequence[Result], threshold: float) -> Table:
+def _distinct(value: float, limit: float, *, most: int = 4) -> tuple[str, str]:
+    """``value`` and ``limit`` with as few decimals (2 to ``most``) as it takes for them to read as different:
+    0.599 below 0.6 reads ``0.599 < 0.600``, never ``0.60 < 0.60``."""
+    for decimals in range(2, most + 1):
+        shown, bound = f"{value:.{decimals}f}", f"{limit:.{decimals}f}"
+        if shown != bound:
+            return shown, bound
+    return f"{value:.{most}g}" if value else "0", f"{limit:.{most}f}"
+
+
+def results_table(
+    results: Sequence[Result], threshold: float, name_of: Callable[[Result], str | None] | None = None
+) -> Table:
+    """One row per Result; ``name_of`` names a photo (``None``: its file name). Status and confidence never wrap
+    (``needs_review`` is one word); the other columns fold when the terminal is narrow."""
     table = Table()
+    whole = {"status": len("needs_review"), "conf.": len("0.00")}
     for header in ("photo", "status", "department", "conf.", "top ImageNet label", "why"):
-        table.add_column(header, overflow="fold")
+        table.add_column(header, overflow="fold", no_wrap=header in whole, min_width=whole.get(header))
     for r in results:
         table.add_row(
-            photo_name(r),
+            (name_of(r) if name_of is not None else None) or photo_name(r),
             r.status.value,
             r.department or r.prediction or "",
             f"{r.confidence:.2f}" if r.confidence is not None else "",
@@ -89,9 +105,11 @@ def results_table(results: Sequence[Result], threshold: float) -> Table:
     return table
 
 
-def print_results(results: Sequence[Result], threshold: float) -> None:
+def print_results(
+    results: Sequence[Result], threshold: float, name_of: Callable[[Result], str | None] | None = None
+) -> None:
     """The results as a table on standard output."""
-    stdout_console().print(results_table(results, threshold))
+    stdout_console().print(results_table(results, threshold, name_of))
 
 
 def summary(results: Iterable[Result]) -> str:

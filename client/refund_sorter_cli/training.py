@@ -19,8 +19,6 @@ function with its own layer (scikit-learn, scipy): no server, no idle cost, noth
 
 from __future__ import annotations
 
-import contextlib
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,11 +39,6 @@ EXIT_BAD_DATA = 2
 EXIT_JOB_FAILED = 1
 TRAIN_FUNCTION = "TrainFunction"
 EMBED_FUNCTION = "EmbedLabelledFunction"
-# With --aws: the deployed functions' names (the stack outputs TrainFunctionName, EmbedLabelledFunctionName).
-FUNCTION_NAME_VARIABLES = {
-    TRAIN_FUNCTION: "REFUND_SORTER_TRAIN_FUNCTION",
-    EMBED_FUNCTION: "REFUND_SORTER_EMBED_FUNCTION",
-}
 
 
 def register(commands: Any) -> None:
@@ -100,20 +93,22 @@ def sorter_with_head(folder: Path | None) -> Sorter:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from refund_sorter_cli.stack import FunctionFailedError
     from refund_sorter_training.fit import TrainingDataError
 
     try:
         if args.folder is not None:
             if args.out is None or args.aws or args.activate:
-                print("train DIR needs --out MODEL_DIR (and acts on this machine only)", file=sys.stderr)
+                message = "train DIR needs --out MODEL_DIR (and acts on this machine only)"
+                print(f"refund-sorter train: {message}", file=sys.stderr)
                 return EXIT_BAD_DATA
             return train_folder(args.folder, args.out, seed=args.seed)
         return train_on_stack(args, activate=args.activate, seed=args.seed)
     except TrainingDataError as exc:
-        print(f"cannot train: {exc}", file=sys.stderr)
+        print(f"refund-sorter train: cannot train: {exc}", file=sys.stderr)
         return EXIT_BAD_DATA
     except FunctionFailedError as exc:
-        print(exc, file=sys.stderr)
+        print(f"refund-sorter train: {exc}", file=sys.stderr)
         return EXIT_JOB_FAILED
 
 
@@ -129,6 +124,11 @@ def labelled_files(folder: Path) -> list[tuple[str, Path]]:
         if not DEPARTMENT_NAME.match(department.name):
             raise TrainingDataError(f"{department.name!r} is not a usable department name (letters, digits, _ . -)")
         found += [(department.name, p) for p in sorted(department.rglob("*")) if _is_photo_file(p)]
+    if not found:
+        raise TrainingDataError(
+            f"no photos in department folders under {folder}: lay them out as {folder}/<department>/photo.jpg, "
+            f"one folder per department (e.g. {folder}/shoes/, {folder}/hats/), at least two departments"
+        )
     return found
 
 
@@ -143,20 +143,24 @@ def embed(sorter: Sorter, photos: Iterable[Photo]) -> tuple[list[Photo], np.ndar
     the failed Results of those that did not (unreadable photos are left out of training, never fatal).
     """
     from refund_sorter.results import NOT_A_PRODUCT
+    from refund_sorter_cli.display import progress
 
+    photos = list(photos)
     kept: list[Photo] = []
     rows: list[np.ndarray] = []
     not_a_product: list[float] = []
     failed: list[Result] = []
-    for outcome in sorter.classify(photos):
-        if outcome.result is None or outcome.embedding is None:
-            if outcome.result is not None:
-                failed.append(outcome.result)
-            continue
-        kept.append(outcome.photo)
-        rows.append(outcome.embedding)
-        scores = {s.department: s.confidence for s in outcome.result.top_departments}
-        not_a_product.append(scores.get(NOT_A_PRODUCT, 0.0))
+    with progress("reading photos", len(photos)) as advance:  # on stderr, for more than a handful
+        for outcome in sorter.classify(photos):
+            advance()
+            if outcome.result is None or outcome.embedding is None:
+                if outcome.result is not None:
+                    failed.append(outcome.result)
+                continue
+            kept.append(outcome.photo)
+            rows.append(outcome.embedding)
+            scores = {s.department: s.confidence for s in outcome.result.top_departments}
+            not_a_product.append(scores.get(NOT_A_PRODUCT, 0.0))
     features = np.stack(rows) if rows else np.zeros((0, 0), np.float16)
     return kept, features, np.array(not_a_product), failed
 
@@ -204,63 +208,16 @@ def _fit_and_write(
 
 def _stack_settings(args: argparse.Namespace, function: str = TRAIN_FUNCTION) -> Settings:
     """The function's environment on the local stack (checked to be running), or the shell's with ``--aws``."""
-    from refund_sorter.config import get_settings
-    from refund_sorter_cli.commands import _aws_context
+    from refund_sorter_cli import stack
 
-    _aws_context(args, function)
-    return get_settings()
+    return stack.settings(aws=args.aws, function=function)
 
 
 def run_function(args: argparse.Namespace, function: str, event: dict[str, Any]) -> dict[str, Any]:
-    """Run a stack function and return its answer: in this process on the local stack (its handler, with its
-    template environment, as ``sam local invoke`` does), ``lambda:Invoke`` of the deployed one with ``--aws``.
+    """Run a stack function (:func:`refund_sorter_cli.stack.run_function`) and return its answer."""
+    from refund_sorter_cli import stack
 
-    Raises
-    ------
-    FunctionFailedError
-        The function raised (the message is its error's, on one line).
-    """
-    if not args.aws:
-        from refund_sorter_cli.local_stack import invoke
-        from refund_sorter_cli.template import Template
-
-        _stack_settings(args, function)
-        try:
-            # The function's log lines go where Lambda's would not mix with its answer: stderr, not stdout.
-            with contextlib.redirect_stdout(sys.stderr):
-                return dict(invoke(Template(), function, event))
-        except Exception as exc:
-            raise FunctionFailedError(f"{function} failed: {type(exc).__name__}: {exc}") from exc
-    return _invoke_deployed(function, event)
-
-
-class FunctionFailedError(Exception):
-    """A stack function raised instead of answering."""
-
-
-def _invoke_deployed(function: str, event: dict[str, Any]) -> dict[str, Any]:
-    import os
-
-    import boto3
-    from botocore.config import Config
-
-    variable = FUNCTION_NAME_VARIABLES[function]
-    name = os.environ.get(variable)
-    if not name:
-        output = f"{function}Name"
-        raise FunctionFailedError(
-            f"set {variable} to the deployed function's name: aws cloudformation describe-stacks --stack-name "
-            f"<stack> --query \"Stacks[0].Outputs[?OutputKey=='{output}'].OutputValue\" --output text"
-        )
-    # One try (an invocation is not something to repeat blindly), and as long as the function may run.
-    client = boto3.client("lambda", config=Config(read_timeout=960, retries={"max_attempts": 1, "mode": "standard"}))
-    reply = client.invoke(FunctionName=name, Payload=json.dumps(event).encode())
-    answer = json.loads(reply["Payload"].read() or b"null")
-    if reply.get("FunctionError"):
-        message = answer.get("errorMessage", answer) if isinstance(answer, dict) else answer
-        kind = answer.get("errorType", "error") if isinstance(answer, dict) else "error"
-        raise FunctionFailedError(f"{name} failed: {kind}: {message}")
-    return dict(answer)
+    return dict(stack.run_function(function, event, aws=args.aws))
 
 
 def embed_missing(args: argparse.Namespace) -> None:
@@ -310,7 +267,8 @@ def print_summary(summary: dict[str, Any]) -> None:
             "(classified before features were kept)"
         )
     if not summary["ok"]:
-        print(f"cannot train: {summary['error']['message']}", file=sys.stderr)
+        hint = "" if summary["labelled"] else " (put labelled photos first: refund-sorter upload DIR --labelled)"
+        print(f"refund-sorter train: cannot train: {summary['error']['message']}{hint}", file=sys.stderr)
         return
     print(
         f"model version {summary['version']}: {len(summary['departments'])} departments, hold-out accuracy "
@@ -345,13 +303,20 @@ def _registry(args: argparse.Namespace) -> Any:
 
 
 def _models_list(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
+
+    from refund_sorter_cli.display import stdout_console
 
     registry = _registry(args)
     active = registry.pointer().version
-    table = Table("", "version", "created", "departments", "photos", "accuracy", "threshold", "auto-sorted")
-    for card in registry.versions():
+    cards = list(registry.versions())
+    # The version id is what `models show/activate` take: never cut or wrapped; the rest fold on a narrow terminal.
+    table = Table()
+    table.add_column("", no_wrap=True)
+    table.add_column("version", no_wrap=True, min_width=max((len(c["version"]) for c in cards), default=7))
+    for header in ("created", "departments", "photos", "accuracy", "threshold", "auto-sorted"):
+        table.add_column(header, overflow="fold")
+    for card in cards:
         metrics = card.get("metrics", {})
         table.add_row(
             "*" if card["version"] == active else "",
@@ -363,7 +328,7 @@ def _models_list(args: argparse.Namespace) -> int:
             f"{card['threshold']:.3f}",
             f"{metrics.get('coverage_at_threshold', 0):.1%}",
         )
-    Console().print(table)
+    stdout_console().print(table)
     print(f"active: {active or 'none (the ImageNet taxonomy sorts)'}")
     return 0
 

@@ -3,7 +3,8 @@ photos a worker had in hand when it died.
 
 - **Lease** (item ``lease#<name>``): the plan step of a nightly run takes it with a conditional put, the export
   step gives it back; a second run that starts meanwhile finds it taken and ends at once. A run that dies
-  without giving it back loses it when ``expires_at`` passes (the state machine's own time limit).
+  without giving it back loses it when ``expires_at`` passes (the state machine's own time limit), or once it
+  is older (``taken_at``) than the limit the next run is configured with.
 - **In flight** (item ``in-flight#<result id>``): a worker retrying a chunk that killed its predecessor goes
   photo by photo and marks each one before touching it, clearing the mark once the photo is dealt with. A mark
   still there on the next try names the photo that killed the worker (a hang until the timeout, a crash in a
@@ -80,9 +81,18 @@ class JobsTable:
                     "id": {"S": f"lease#{name}"},
                     "holder": {"S": holder},
                     "expires_at": {"N": str(lease.expires_at)},
+                    "taken_at": {"N": str(now)},
                 },
-                ConditionExpression="attribute_not_exists(id) OR expires_at < :now OR holder = :holder",
-                ExpressionAttributeValues={":now": {"N": str(now)}, ":holder": {"S": holder}},
+                # Also stale: a lease taken longer ago than runs may last now (``seconds``: a run that shortens
+                # REFUND_SORTER_RUN_LEASE_SECONDS is not kept waiting by one that took it under a longer limit).
+                ConditionExpression=(
+                    "attribute_not_exists(id) OR expires_at < :now OR holder = :holder OR taken_at < :oldest"
+                ),
+                ExpressionAttributeValues={
+                    ":now": {"N": str(now)},
+                    ":holder": {"S": holder},
+                    ":oldest": {"N": str(now - seconds)},
+                },
             )
         except self.client.exceptions.ConditionalCheckFailedException:
             return None

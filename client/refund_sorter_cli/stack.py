@@ -1,0 +1,178 @@
+"""Which stack a command acts on, and how it runs one of the stack's functions: the one place every command
+(``upload``, ``batch``, ``export``, ``invoke``, ``train``, ``models``) decides it.
+
+``--aws`` has one meaning everywhere: act on the deployed stack in AWS, as the shell's credentials, region and
+``REFUND_SORTER_*`` variables say, and never run a function's code on this machine (a function is *invoked*,
+``lambda:Invoke``, on AWS). Without it, the command acts on the local stack: the moto server
+``AWS_ENDPOINT_URL`` names (``refund-sorter local``'s by default), with the function's template environment
+plus what only the local stack sets (:data:`~refund_sorter_cli.local_stack.LOCAL_ONLY_ENVIRONMENT`), and a
+function runs in this process as ``sam local invoke`` would run it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import sys
+import tempfile
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from refund_sorter.config import Settings
+    from refund_sorter_cli.template import Template
+
+DEFAULT_FUNCTION = "PredictFunction"
+# With --aws, a function's deployed name comes from a variable (the stack output <LogicalId>Name gives it):
+# REFUND_SORTER_<NAME>_FUNCTION, e.g. PlanFunction → REFUND_SORTER_PLAN_FUNCTION. These two keep the shorter
+# names README has always given them.
+FUNCTION_NAME_VARIABLES = {
+    "TrainFunction": "REFUND_SORTER_TRAIN_FUNCTION",
+    "EmbedLabelledFunction": "REFUND_SORTER_EMBED_FUNCTION",
+}
+
+
+class StackError(Exception):
+    """The command cannot reach the stack it was asked to act on; the message says what to do (exit 2)."""
+
+
+class FunctionFailedError(Exception):
+    """A stack function raised instead of answering (exit 1)."""
+
+
+def connect(*, aws: bool, function: str = DEFAULT_FUNCTION) -> Template:
+    """Point this process at the stack the command acts on, and return the template.
+
+    Locally: boto3 at the moto server, ``function``'s environment in ``os.environ`` (values already set in the
+    shell win), after one quick TCP connect, so a stack that is not running is one line now rather than a
+    traceback after botocore's retries. With ``aws``: nothing changes, the shell says where.
+    """
+    from refund_sorter_cli.local_stack import apply_function_environment, use_local_aws
+    from refund_sorter_cli.net import is_listening, is_loopback_url
+    from refund_sorter_cli.template import Template
+
+    template = Template()
+    if aws:
+        return template
+    use_local_aws()
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    if is_loopback_url(endpoint) and not is_listening(endpoint):
+        raise StackError(
+            f"the local stack is not running at {endpoint}: start it with `refund-sorter local` "
+            "in another terminal (or set AWS_ENDPOINT_URL, or add --aws for the deployed stack)"
+        )
+    if function not in template.resources:
+        raise StackError(f"no function {function} in {template.path.name}: {', '.join(function_names(template))}")
+    apply_function_environment(template, function)
+    return template
+
+
+def settings(*, aws: bool, function: str = DEFAULT_FUNCTION) -> Settings:
+    """The settings a command works with: ``function``'s environment on the local stack, the shell's on AWS."""
+    from refund_sorter.config import get_settings
+
+    connect(aws=aws, function=function)
+    get_settings.cache_clear()
+    return get_settings()
+
+
+def function_names(template: Template) -> list[str]:
+    """The template's functions (their logical ids), for ``invoke`` and its error messages."""
+    return sorted(template.resources_of_type("AWS::Serverless::Function"))
+
+
+def run_function(function: str, event: dict[str, Any], *, aws: bool, show_logs: bool = False) -> Any:
+    """Run a stack function on ``event`` and return its answer: in this process on the local stack (its handler
+    with its template environment, as ``sam local invoke`` does), ``lambda:Invoke`` of the deployed function with
+    ``aws``.
+
+    The function's own output (JSON log lines, metrics) is CloudWatch's business: on stderr with ``show_logs``
+    (``invoke``, as ``sam local invoke`` shows it), else in :func:`function_log` (``train``: a person reads the
+    summary, and a failure is one line naming that file).
+
+    Raises
+    ------
+    StackError
+        No such function, or (``aws``) its deployed name is not set.
+    FunctionFailedError
+        The function raised; the message is its error, on one line.
+    """
+    if aws:
+        return invoke_deployed(function, event)
+    from refund_sorter_cli.local_stack import invoke
+
+    template = connect(aws=False, function=function)
+    try:
+        with _function_output(show_logs):
+            return invoke(template, function, event)
+    except Exception as exc:
+        where = "" if show_logs else f" (its log: {function_log()})"
+        raise FunctionFailedError(f"{function} failed: {type(exc).__name__}: {_first_line(exc)}{where}") from exc
+
+
+@contextlib.contextmanager
+def _function_output(show: bool) -> Iterator[None]:
+    if show:  # its log lines on stderr, never mixed with its answer on stdout
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+        return
+    log = _open_log()
+    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        yield
+    log.flush()
+
+
+@cache
+def function_log() -> Path:
+    """This process's file of the output of the functions it ran (one file, kept open: Powertools' Logger keeps
+    the stream it was created with, so the stream must outlive every invocation)."""
+    name = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.getpid()}.log"
+    return Path(tempfile.gettempdir()) / "refund-sorter-functions" / name
+
+
+@cache
+def _open_log() -> TextIO:
+    function_log().parent.mkdir(parents=True, exist_ok=True)
+    return function_log().open("a", encoding="utf-8")  # open for the life of the process, see above
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def deployed_name_variable(function: str) -> str:
+    """The variable holding ``function``'s deployed name (``PlanFunction`` → ``REFUND_SORTER_PLAN_FUNCTION``)."""
+    if function in FUNCTION_NAME_VARIABLES:
+        return FUNCTION_NAME_VARIABLES[function]
+    words = re.sub(r"(?<!^)(?=[A-Z])", "_", function.removesuffix("Function")).upper()
+    return f"REFUND_SORTER_{words}_FUNCTION"
+
+
+def invoke_deployed(function: str, event: dict[str, Any]) -> Any:
+    """``lambda:Invoke`` of the deployed ``function`` (a logical id of the template) with ``event``."""
+    import boto3
+    from botocore.config import Config
+
+    variable = deployed_name_variable(function)
+    name = os.environ.get(variable)
+    if not name:
+        raise StackError(
+            f"set {variable} to the deployed function's name: aws cloudformation describe-stacks --stack-name "
+            f"<stack> --query \"Stacks[0].Outputs[?OutputKey=='{function}Name'].OutputValue\" --output text"
+        )
+    # One try (an invocation is not something to repeat blindly), and as long as the function may run.
+    client = boto3.client("lambda", config=Config(read_timeout=960, retries={"max_attempts": 1, "mode": "standard"}))
+    reply = client.invoke(FunctionName=name, Payload=json.dumps(event).encode())
+    answer = json.loads(reply["Payload"].read() or b"null")
+    if reply.get("FunctionError"):
+        message = answer.get("errorMessage", answer) if isinstance(answer, dict) else answer
+        kind = answer.get("errorType", "error") if isinstance(answer, dict) else "error"
+        raise FunctionFailedError(f"{name} failed: {kind}: {message}")
+    return answer
