@@ -5,7 +5,10 @@ wheels to ``incoming/``, runs the nightly state machine (the template's definiti
 processes), exports the CSV, then classifies one photo by URL through the local API (served by a throwaway
 HTTP server on 127.0.0.1), and stops everything it started.
 
-Ports: ``REFUND_SORTER_MOTO_PORT`` / ``REFUND_SORTER_API_PORT`` (5000 and 3000 by default).
+Ports: ``REFUND_SORTER_MOTO_PORT`` / ``REFUND_SORTER_API_PORT`` (5000 and 3000 by default; 0: any free port).
+The demo only ever talks to the stack it started: a port already taken (say, by a ``refund-sorter local`` of
+your own) stops it at once with one line naming the port and how to pick another (exit 2), and it reads
+the addresses to use from its own stack's banner, never from a probe that another program could answer.
 ``make demo KEEP=1`` (or ``DEMO_KEEP=1``, or ``--keep``) leaves the stack running at the end, to look
 around in Swagger UI, the review page or with the AWS CLI.
 """
@@ -22,12 +25,13 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
-from refund_sorter_cli.local_stack import LocalPorts
-from refund_sorter_cli.net import HOST, wait_for_port
+from refund_sorter_cli.local_stack import LocalPortInUseError, LocalPorts, LocalStackError
+from refund_sorter_cli.net import HOST, PortInUseError, listen
 from refund_sorter_cli.samples import PHOTOS, photo_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,6 +85,39 @@ def start_stack(log: Path) -> subprocess.Popen[bytes]:
         return subprocess.Popen([str(CLI), "local"], start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
 
 
+# Long enough for a cold start on a busy machine; only reached when the stack is broken.
+STACK_START_LIMIT = 180.0
+EXIT_CANNOT_RUN = 2
+
+
+def check_ports(ports: LocalPorts) -> None:
+    """A port someone else listens on is an error now (:class:`LocalPortInUseError`), before anything starts."""
+    for port, service in ((ports.moto_port, "moto"), (ports.api_port, "API")):
+        if port == 0:
+            continue
+        try:
+            listen(port).close()
+        except PortInUseError:
+            raise LocalPortInUseError(port, service) from None
+
+
+def wait_for_banner(log: Path, stack: subprocess.Popen[bytes]) -> dict[str, str]:
+    """The ``export NAME=value`` lines our own stack prints once both its servers listen; if it exits first, a
+    :class:`LocalStackError` with the last line it said (a port taken meanwhile, say)."""
+    deadline = time.monotonic() + STACK_START_LIMIT
+    while True:
+        text = log.read_text(encoding="utf-8", errors="replace")
+        if "export REFUND_SORTER_API_URL=" in text:
+            exports = (line.removeprefix("export ") for line in text.splitlines() if line.startswith("export "))
+            return dict(line.split("=", 1) for line in exports)
+        if stack.poll() is not None:
+            said = [line for line in text.splitlines() if line.strip()]
+            raise LocalStackError(said[-1].removeprefix("refund-sorter local: ") if said else "the local stack stopped")
+        if time.monotonic() > deadline:
+            raise LocalStackError(f"the local stack printed no addresses within {STACK_START_LIMIT:.0f} s (see {log})")
+        time.sleep(0.1)
+
+
 def client_exports(log: Path) -> str:
     """The ``export …`` block ``refund-sorter local`` printed: what another shell needs."""
     lines = log.read_text(encoding="utf-8").splitlines()
@@ -89,21 +126,27 @@ def client_exports(log: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     keep = wants_to_keep(argv)
-    ports = LocalPorts.from_environment()
-    moto_url, api_url = f"http://{HOST}:{ports.moto_port}", f"http://{HOST}:{ports.api_port}"
-    os.environ["AWS_ENDPOINT_URL"] = moto_url  # upload/batch/export below act on this stack, nothing else
-    step(f"starting the local stack: moto on {moto_url}, API on {api_url}")
+    try:
+        ports = LocalPorts.from_environment()
+        check_ports(ports)
+    except LocalStackError as exc:
+        print(f"make demo: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    step("starting the local stack")
     OUT.mkdir(parents=True, exist_ok=True)
     log = OUT / "local-stack.log"
     stack = start_stack(log)
     photo_server = None
+    api_url = ""
     try:
         try:
-            for url in (moto_url, api_url):
-                wait_for_port(url, timeout=120, still_starting=lambda: stack.poll() is None)
-        except ConnectionRefusedError:
-            print(log.read_text(encoding="utf-8").strip(), file=sys.stderr)  # the stack said why it stopped
-            return 2
+            environment = wait_for_banner(log, stack)
+        except LocalStackError as exc:
+            print(f"make demo: {exc}", file=sys.stderr)
+            return EXIT_CANNOT_RUN
+        os.environ.update(environment)  # upload/batch/export below act on this stack, nothing else
+        api_url = environment["REFUND_SORTER_API_URL"]
+        print(f"moto on {environment['AWS_ENDPOINT_URL']}, API on {api_url}")
 
         step("uploading the sample photos (and one broken upload) to incoming/")
         run("upload", str(prepare_photos()))
@@ -131,12 +174,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nCSV: {OUT / f'{today}.csv'}")
         if keep:
             step(f"the local stack keeps running (pid {stack.pid}; its log: {log})")
-            print(f"Swagger UI:  {api_url}/swagger\nReview page: {api_url}/review\n")
+            print(f"Swagger UI:  {api_url}/swagger\n")
             print(client_exports(log))
             print(f"\nStop it with:  kill {stack.pid}")
-        else:
-            print(f"Swagger UI (while `refund-sorter local` runs): {api_url}/swagger   (make demo KEEP=1 keeps it)")
-        return 0
     finally:
         if photo_server is not None:
             photo_server.shutdown()
@@ -145,6 +185,18 @@ def main(argv: list[str] | None = None) -> int:
             os.killpg(stack.pid, signal.SIGTERM)
             stack.wait(timeout=30)
             step(f"stopped the local stack (its log: {log})")
+    print(next_steps(api_url, keep=keep))
+    return 0
+
+
+def next_steps(api_url: str, *, keep: bool) -> str:
+    """The demo's last lines: where to look at the photos waiting for a person, and how to sort your own."""
+    review = f"{api_url}/review" if keep else f"{api_url}/review (while the stack runs: make demo KEEP=1)"
+    return (
+        f"\nNext:\n"
+        f"  review the photos that need a person: {review}\n"
+        f"  sort your own photos on this machine:  .venv/bin/refund-sorter classify DIR"
+    )
 
 
 if __name__ == "__main__":

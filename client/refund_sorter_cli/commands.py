@@ -341,15 +341,16 @@ def _upload(args: argparse.Namespace) -> int:
     from refund_sorter_cli.photo_files import find_photos
     from refund_sorter_cli.uploads import Uploader, labelled_keys
 
-    folder = find_photos(args.folder)  # before anything else: a wrong folder needs no stack to say so
+    # The folder first: a wrong folder needs no stack to say so.
+    folder = find_photos(args.folder)
+    relative, not_in_a_department = (
+        labelled_keys(folder) if args.labelled else ({p: folder.relative(p) for p in folder.photos}, [])
+    )
     settings = stack.settings(aws=args.aws)
     prefix = settings.labelled_prefix if args.labelled else settings.incoming_prefix
-    if args.labelled:
-        keys, not_in_a_department = labelled_keys(folder, prefix)
-        for path in not_in_a_department:
-            print(f"skipped {path}: not in a department folder (DIR/<department>/photo)", file=sys.stderr)
-    else:
-        keys = {path: prefix + folder.relative(path) for path in folder.photos}
+    keys = {path: prefix + key for path, key in relative.items()}
+    for path in not_in_a_department:
+        print(f"skipped {path}: not in a department folder (DIR/<department>/photo)", file=sys.stderr)
     _note_skipped(folder.skipped)
     uploader = Uploader(PhotoBucket(settings))
     one_line_each = len(keys) <= PROGRESS_FROM

@@ -58,6 +58,8 @@ def connect(*, aws: bool, function: str = DEFAULT_FUNCTION) -> Template:
     from refund_sorter_cli.template import Template
 
     template = Template()
+    if function not in function_names(template):
+        raise StackError(f"no function {function} in {template.path.name}: {', '.join(function_names(template))}")
     if aws:
         return template
     use_local_aws()
@@ -67,8 +69,6 @@ def connect(*, aws: bool, function: str = DEFAULT_FUNCTION) -> Template:
             f"the local stack is not running at {endpoint}: start it with `refund-sorter local` "
             "in another terminal (or set AWS_ENDPOINT_URL, or add --aws for the deployed stack)"
         )
-    if function not in template.resources:
-        raise StackError(f"no function {function} in {template.path.name}: {', '.join(function_names(template))}")
     apply_function_environment(template, function)
     return template
 
@@ -104,6 +104,7 @@ def run_function(function: str, event: dict[str, Any], *, aws: bool, show_logs: 
         The function raised; the message is its error, on one line.
     """
     if aws:
+        connect(aws=True, function=function)  # a function the template has, or one line saying which it has
         return invoke_deployed(function, event)
     from refund_sorter_cli.local_stack import invoke
 

@@ -61,9 +61,9 @@ class Uploader:
         return head.get("Metadata", {}).get(CHECKSUM_METADATA) == sha256 or head.get("ETag", "").strip('"') == md5
 
 
-def labelled_keys(folder: PhotoFolder, prefix: str) -> tuple[dict[Path, str], list[Path]]:
-    """``upload --labelled``: each photo of ``DIR/<department>/…`` → ``<prefix><department>/…``, and the photos
-    that are in no department folder (left out).
+def labelled_keys(folder: PhotoFolder) -> tuple[dict[Path, str], list[Path]]:
+    """``upload --labelled``: each photo of ``DIR/<department>/…`` → ``<department>/…`` (under the bucket's
+    ``labelled/``), and the photos that are in no department folder (left out).
 
     Raises
     ------
@@ -84,7 +84,7 @@ def labelled_keys(folder: PhotoFolder, prefix: str) -> tuple[dict[Path, str], li
             raise FolderError(
                 f"{folder.root / department}: {department!r} cannot be a department name (letters, digits, _ . -)"
             )
-        keys[path] = prefix + relative
+        keys[path] = relative
     if folder.photos and not keys:
         raise FolderError(
             f"no department folders in {folder.root}: lay labelled photos out as {folder.root}/<department>/photo.jpg "

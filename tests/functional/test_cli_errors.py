@@ -116,3 +116,79 @@ def test_a_port_variable_that_is_not_a_port() -> None:
     assert one_line(completed.stderr) == (
         "refund-sorter local: REFUND_SORTER_MOTO_PORT='five thousand' is not a port number (0-65535)"
     )
+
+
+def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], int, str]]:
+    """Every subcommand with a bad path, a bad file or a bad flag: (arguments, exit status, words of the line)."""
+    existing = tmp / "existing-folder"
+    existing.mkdir()
+    empty = tmp / "empty-folder"
+    empty.mkdir()
+    flat = tmp / "flat"
+    flat.mkdir()
+    shutil.copyfile(photo_path("skimage/camera"), flat / "camera.png")
+    photo = str(flat / "camera.png")
+    schedule = str(EVENTS / "schedule.json")
+    readme = str(EVENTS.parent / "README.md")
+    return {
+        "no-command": (["no-such-command"], 2, "invalid choice"),
+        "classify-bad-flag": (["classify", "--nope", photo], 2, "unrecognized arguments: --nope"),
+        "classify-no-head": (["classify", "--head", "no/such/head", photo], 2, "--head no/such/head: no such folder"),
+        "classify-not-a-head": (["classify", "--head", str(existing), photo], 2, "is not a model version"),
+        "classify-empty-folder": (["classify", str(empty)], 2, f"no photos in {empty}"),
+        "local-bad-port": (["local", "--moto-port", "five"], 2, "argument --moto-port: invalid int value"),
+        "upload-no-folder": (["upload", str(tmp / "nope")], 2, "no such folder"),
+        "upload-a-file": (["upload", photo], 2, "not a folder"),
+        "upload-labelled-flat": (["upload", str(flat), "--labelled"], 2, f"lay labelled photos out as {flat}/"),
+        "batch-no-workers": (["batch", "--workers", "0"], 2, "'0' is not a number of workers"),
+        "batch-workers-not-a-number": (["batch", "--workers", "many"], 2, "'many' is not a number of workers"),
+        "batch-aws-no-arn": (["batch", "--aws"], 2, "REFUND_SORTER_NIGHTLY_STATE_MACHINE_ARN"),
+        "export-bad-day": (["export", "--date", "tomorrow"], 2, "is not a day"),
+        "export-out-is-a-folder": (["export", "--out", str(existing)], 2, f"--out {existing} is a folder"),
+        "export-aws-no-table": (["export", "--aws"], 2, "set REFUND_SORTER_TABLE"),
+        "invoke-no-such-function": (["invoke", "NoSuchFunction", "--event", schedule], 2, "no function NoSuchFunction"),
+        "invoke-no-event-file": (
+            ["invoke", "PlanFunction", "--event", "nothere.json"],
+            2,
+            "nothere.json: no such file",
+        ),
+        "invoke-event-not-json": (["invoke", "OnUploadFunction", "--event", readme], 2, "is not JSON"),
+        "invoke-event-a-folder": (["invoke", "PlanFunction", "--event", str(existing)], 2, "cannot be read"),
+        "invoke-no-event": (["invoke", "PlanFunction"], 2, "the following arguments are required: --event"),
+        "invoke-aws-no-name": (
+            ["invoke", "PlanFunction", "--aws", "--event", schedule],
+            2,
+            "REFUND_SORTER_PLAN_FUNCTION",
+        ),
+        "train-flat-folder": (
+            ["train", str(flat), "--out", str(tmp / "m")],
+            2,
+            f"lay them out as {flat}/<department>/",
+        ),
+        "train-folder-no-out": (["train", str(flat)], 2, "train DIR needs --out MODEL_DIR"),
+        "train-no-stack": (["train"], 2, "the local stack is not running"),
+        "models-no-version": (["models", "show"], 2, "the following arguments are required: version"),
+        "models-no-stack": (["models", "list"], 2, "the local stack is not running"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "no-command", "classify-bad-flag", "classify-no-head", "classify-not-a-head", "classify-empty-folder",
+        "local-bad-port", "upload-no-folder", "upload-a-file", "upload-labelled-flat", "batch-no-workers",
+        "batch-workers-not-a-number", "batch-aws-no-arn", "export-bad-day", "export-out-is-a-folder",
+        "export-aws-no-table", "invoke-no-such-function", "invoke-no-event-file", "invoke-event-not-json",
+        "invoke-event-a-folder", "invoke-no-event", "invoke-aws-no-name", "train-flat-folder", "train-folder-no-out",
+        "train-no-stack", "models-no-version", "models-no-stack",
+    ],
+)  # fmt: skip
+def test_every_command_with_bad_input_says_so_in_one_line_with_the_documented_status(
+    case: str, tmp_path: Path, nothing_listening: dict[str, str]
+) -> None:
+    args, status, words = _bad_inputs(tmp_path)[case]
+    completed = run_cli(*args, env=nothing_listening, timeout=60)
+    line = one_line(completed.stderr)  # exactly one line, no traceback
+    assert completed.returncode == status, completed.stderr
+    assert line.startswith("refund-sorter"), line
+    assert words in line, line

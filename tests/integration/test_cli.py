@@ -50,7 +50,7 @@ def test_upload_skips_what_is_not_a_photo_with_a_note(aws: LocalAws, tmp_path: P
     assert aws.keys("incoming/") == ["incoming/camera.png"]
     assert f"skipped {tmp_path / 'notes.txt'}: not a photo (.txt)" in completed.stderr
     assert f"skipped {tmp_path / 'page.jpg'}: named .jpg but its bytes are not a" in completed.stderr
-    assert "1 photos uploaded" in completed.stdout
+    assert "1 photo uploaded" in completed.stdout
     assert "2 other files skipped" in completed.stdout
 
 
@@ -97,9 +97,9 @@ def test_export_into_a_pipe_closed_early_is_quiet(aws: LocalAws) -> None:
         )
     finally:
         os.close(write_end)
-    # THEN no traceback and no "Exception ignored" complaint, just a non-zero status for the lost output
+    # THEN no traceback, no "Exception ignored" complaint, and success: the reader took what it wanted, as `cat | head`
     assert completed.stderr == ""
-    assert completed.returncode == 1
+    assert completed.returncode == 0
 
 
 def test_local_prints_a_block_another_shell_can_paste(local_stack: RunningStack, tmp_path: Path) -> None:

@@ -149,7 +149,7 @@ def test_train_embeds_what_arrived_without_features_first_unless_told_not_to(
     captured = capsys.readouterr()
     assert "left out 5 labelled photos without features" in captured.out
     (refusal,) = messages(captured.err)  # one line
-    assert refusal == "cannot train: every department needs at least 10 photos: 'shoes' has 5"
+    assert refusal == "refund-sorter train: cannot train: every department needs at least 10 photos: 'shoes' has 5"
     # WHEN trained as a person does THEN the 5 are embedded first and all 20 are learned from; --out downloads it
     assert main(["train", "--out", str(tmp_path / "version")]) == 0
     out = capsys.readouterr().out
@@ -166,4 +166,4 @@ def test_a_crashing_training_function_is_one_line_and_a_failure(
     monkeypatch.setenv("REFUND_SORTER_MODELS_TABLE", "no-such-table")  # the job cannot check its version's name
     assert main(["train", "--activate"]) != 0
     (line,) = messages(capsys.readouterr().err)
-    assert line.startswith("TrainFunction failed: ")
+    assert line.startswith("refund-sorter train: TrainFunction failed: ")
