@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tests.cli import clean_environment, run_cli
 from tests.conftest import CLOTHING
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from tests.integration.conftest import LocalAws
 
 
@@ -55,3 +54,17 @@ def test_models_list_shows_the_whole_version_id_in_80_columns(aws: LocalAws, clo
     assert completed.returncode == 0, completed.stderr
     assert any(version in line for line in completed.stdout.splitlines()), completed.stdout
     assert max(len(line) for line in completed.stdout.splitlines()) <= 80
+
+
+def test_invoke_with_aws_invokes_the_deployed_function_and_never_runs_it_here(aws: LocalAws) -> None:
+    # GIVEN a "deployed" PlanFunction's name that the endpoint (here the moto server) does not know
+    env = stack_env(aws) | {"REFUND_SORTER_PLAN_FUNCTION": "refund-sorter-prod-plan"}
+    event = str(Path(__file__).parents[2] / "events" / "schedule.json")
+    # WHEN invoked with --aws THEN it asked Lambda for that function (one line, exit 1: AWS refused) …
+    completed = run_cli("invoke", "PlanFunction", "--aws", "--event", event, env=env)
+    assert completed.returncode == 1, completed.stdout + completed.stderr
+    (line,) = completed.stderr.strip().splitlines()
+    assert line.startswith("refund-sorter invoke: AWS refused:") and "refund-sorter-prod-plan" in line
+    # … and ran no handler on this machine: the plan step would have taken the lease and written runs/
+    assert aws.keys("runs/") == []
+    assert aws.dynamodb.scan(TableName=aws.template.physical_name("JobsTable"))["Items"] == []
