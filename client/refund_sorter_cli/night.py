@@ -158,6 +158,7 @@ class _Interrupt:
     def __init__(self, environment: dict[str, str], say: Callable[[str], None], display: _ProgressDisplay) -> None:
         self.environment, self.say, self.display = environment, say, display
         self.requested = threading.Event()
+        self.abandoned = threading.Event()
 
     @contextmanager
     def installed(self) -> Iterator[None]:
@@ -168,7 +169,10 @@ class _Interrupt:
             signal.signal(signal.SIGINT, previous)
 
     def _handle(self, _signum: int, _frame: object) -> None:
-        if self.requested.is_set():
+        if self.requested.is_set():  # the second: the workers go now, their photos stay for the next run
+            self.abandoned.set()
+            for child in multiprocessing.active_children():
+                child.kill()
             raise KeyboardInterrupt
         self.requested.set()
         self.display.stopping = True
@@ -179,8 +183,11 @@ class _Interrupt:
                 os.kill(child.pid or 0, signal.SIGINT)
 
     def sleep(self, seconds: float) -> None:
-        """Retries wait as the definition says, unless the run is stopping."""
+        """Retries wait as the definition says, unless the run is stopping; once abandoned, nothing is retried
+        (a retry would start a new execution environment while the run is being torn down)."""
         self.requested.wait(seconds)
+        if self.abandoned.is_set():
+            raise KeyboardInterrupt
 
 
 def stop_when_interrupted() -> None:
