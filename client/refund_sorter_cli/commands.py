@@ -346,7 +346,7 @@ def _upload(args: argparse.Namespace) -> int:
     relative, not_in_a_department = (
         labelled_keys(folder) if args.labelled else ({p: folder.relative(p) for p in folder.photos}, [])
     )
-    settings = stack.settings(aws=args.aws)
+    settings = stack.settings_with("bucket", aws=args.aws)
     prefix = settings.labelled_prefix if args.labelled else settings.incoming_prefix
     keys = {path: prefix + key for path, key in relative.items()}
     for path in not_in_a_department:
@@ -431,9 +431,7 @@ def _export(args: argparse.Namespace) -> int:
 
     if args.out is not None and args.out.is_dir():
         raise CommandError(f"--out {args.out} is a folder: name a file, e.g. {args.out / (args.date + '.csv')}")
-    settings = stack.settings(aws=args.aws)
-    if not settings.table:
-        raise CommandError("set REFUND_SORTER_TABLE to the results table (the stack output ResultsTableName)")
+    settings = stack.settings_with("table", aws=args.aws)
     lines = csv_lines(DynamoResultStore(settings.table).by_day(args.date))
     if args.out is None:
         sys.stdout.writelines(line.removeprefix("\ufeff") for line in lines)

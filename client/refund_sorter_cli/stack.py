@@ -82,6 +82,26 @@ def settings(*, aws: bool, function: str = DEFAULT_FUNCTION) -> Settings:
     return get_settings()
 
 
+# Settings a command cannot do without, and the stack output that gives each (for --aws, where the shell sets them).
+STACK_OUTPUTS = {
+    "bucket": "ImagesBucketName",
+    "table": "ResultsTableName",
+    "models_table": "ModelsTableName",
+    "jobs_table": "JobsTableName",
+}
+
+
+def settings_with(*names: str, aws: bool, function: str = DEFAULT_FUNCTION) -> Settings:
+    """:func:`settings`, checked to have ``names`` set: a missing one is a :class:`StackError` (exit 2) naming its
+    variable and the stack output to set it from, before any AWS call."""
+    found = settings(aws=aws, function=function)
+    missing = [name for name in names if not getattr(found, name)]
+    if missing:
+        wanted = ", ".join(f"REFUND_SORTER_{name.upper()} (the stack output {STACK_OUTPUTS[name]})" for name in missing)
+        raise StackError(f"set {wanted}")
+    return found
+
+
 def function_names(template: Template) -> list[str]:
     """The template's functions (their logical ids), for ``invoke`` and its error messages."""
     return sorted(template.resources_of_type("AWS::Serverless::Function"))

@@ -210,7 +210,7 @@ def _stack_settings(args: argparse.Namespace, function: str = TRAIN_FUNCTION) ->
     """The function's environment on the local stack (checked to be running), or the shell's with ``--aws``."""
     from refund_sorter_cli import stack
 
-    return stack.settings(aws=args.aws, function=function)
+    return stack.settings_with("bucket", "models_table", aws=args.aws, function=function)
 
 
 def run_function(args: argparse.Namespace, function: str, event: dict[str, Any]) -> dict[str, Any]:
