@@ -337,7 +337,7 @@ def _stack_banner(moto_url: str, api_url: str, environment: dict[str, str]) -> s
 def _upload(args: argparse.Namespace) -> int:
     from refund_sorter.storage.bucket import PhotoBucket
     from refund_sorter_cli import stack
-    from refund_sorter_cli.display import PROGRESS_FROM, progress
+    from refund_sorter_cli.display import PROGRESS_FROM, plural, progress
     from refund_sorter_cli.photo_files import find_photos
     from refund_sorter_cli.uploads import Uploader, labelled_keys
 
@@ -361,18 +361,13 @@ def _upload(args: argparse.Namespace) -> int:
             if one_line_each:
                 print(f"{path} -> {uploader.bucket.uri(key)}" + ("" if sent else " (already there)"))
     left_out = len(folder.photos) - len(keys) + len(folder.skipped)
-    line = f"{_count(len(keys) - uploader.unchanged, 'photo')} uploaded to {uploader.bucket.uri(prefix)}"
+    line = f"{plural(len(keys) - uploader.unchanged, 'photo')} uploaded to {uploader.bucket.uri(prefix)}"
     if uploader.unchanged:
         line += f", {uploader.unchanged} already there with the same bytes"
     if left_out:
-        line += f", {_count(left_out, 'other file')} skipped"
+        line += f", {plural(left_out, 'other file')} skipped"
     print(line)
     return 0
-
-
-def _count(number: int, noun: str) -> str:
-    """``1 photo``, ``3 photos``."""
-    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _batch(args: argparse.Namespace) -> int:
@@ -428,6 +423,7 @@ def _export(args: argparse.Namespace) -> int:
     from refund_sorter.storage.dynamodb import DynamoResultStore
     from refund_sorter.storage.export import csv_lines
     from refund_sorter_cli import stack
+    from refund_sorter_cli.display import plural
 
     if args.out is not None and args.out.is_dir():
         raise CommandError(f"--out {args.out} is a folder: name a file, e.g. {args.out / (args.date + '.csv')}")
@@ -443,7 +439,7 @@ def _export(args: argparse.Namespace) -> int:
             rows = sum(1 for line in lines if out.write(line)) - 1
     except OSError as exc:
         raise CommandError(f"cannot write {args.out}: {exc.strerror or exc}") from exc
-    print(f"{args.out} ({_count(rows, 'row')})")
+    print(f"{args.out} ({plural(rows, 'row')})")
     return 0
 
 

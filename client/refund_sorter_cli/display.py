@@ -112,6 +112,11 @@ def print_results(
     stdout_console().print(results_table(results, threshold, name_of))
 
 
+def plural(number: int, noun: str) -> str:
+    """``1 photo``, ``3 photos``: never "1 chunks"."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def summary(results: Iterable[Result]) -> str:
     """``3 classified, 1 needs review, 1 failed`` (plus ``reviewed`` when there are any)."""
     counts = Counter(r.status for r in results)

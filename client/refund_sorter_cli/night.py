@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from refund_sorter.jobs.plan import LEASE
+from refund_sorter_cli.display import plural
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -221,7 +222,7 @@ class _ProgressDisplay:
             self.progress.update(self.task, total=event.detail["items"], completed=0, description=description)
         elif event.kind in {"ChildSucceeded", "ChildFailed"}:
             self.photos += int(event.detail["input"]["chunk"]["photos"])
-            description = f"chunks, {_count(self.photos, 'photo')}" + (", stopping" if self.stopping else "")
+            description = f"chunks, {plural(self.photos, 'photo')}" + (", stopping" if self.stopping else "")
             self.progress.update(self.task, advance=1, description=description)
         if event.kind in {"ChildTaskRetried", "ChildFailed"} and not self.stopping:
             chunk = event.detail["input"]["chunk"]["index"]
@@ -234,22 +235,17 @@ def print_summary(summary: dict[str, Any]) -> None:
     line = ", ".join(f"{name.replace('_', ' ')} {counts.get(name, 0)}" for name in statuses)
     others = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items() if v and k not in statuses)
     print(
-        f"{_count(summary['photos'], 'photo')} in {_count(summary['chunks'], 'chunk')}: {line}"
+        f"{plural(summary['photos'], 'photo')} in {plural(summary['chunks'], 'chunk')}: {line}"
         + (f"; {others}" if others else "")
     )
     if summary["departments"]:
         print("departments: " + ", ".join(f"{k} {v}" for k, v in summary["departments"].items()))
     for failure in summary["failed_chunks"]:
-        waiting = f"its {_count(failure['photos'], 'photo')} wait for the next night"
+        waiting = f"its {plural(failure['photos'], 'photo')} wait for the next night"
         print(f"chunk {failure['chunk']} failed, {waiting}: {failure['error']}")
     print(
-        f"export: {summary['export_key']} ({_count(summary['export_rows'], 'row')}); summary: {summary['summary_key']}"
+        f"export: {summary['export_key']} ({plural(summary['export_rows'], 'row')}); summary: {summary['summary_key']}"
     )
-
-
-def _count(number: int, noun: str) -> str:
-    """``1 chunk``, ``3 chunks``."""
-    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _results_since(template: Template, day: str, started: datetime) -> list[Result]:
