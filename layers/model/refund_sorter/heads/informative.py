@@ -46,6 +46,12 @@ def least_confident(top: Sequence[tuple[str, float]], *, taught: Mapping[str, in
     return _unit(_two_best(top)[0])
 
 
+def nearly_sure(top: Sequence[tuple[str, float]], *, taught: Mapping[str, int] | None = None) -> float:
+    """One minus the best department's probability: of the photos waiting (all under the head's threshold), the
+    ones it was nearly sure enough to sort alone are asked first, where a decision moves the threshold's edge."""
+    return _unit(1.0 - _two_best(top)[0])
+
+
 def certainty(top: Sequence[tuple[str, float]], *, taught: Mapping[str, int] | None = None) -> float:
     """One minus the normalised entropy of the probabilities: the most spread-out photo is asked first.
 
@@ -106,7 +112,7 @@ def _least_taught(first: str, second: str, taught: Mapping[str, int] | None) -> 
 
 
 def _two_best(top: Sequence[tuple[str, float]]) -> tuple[float, float]:
-    probabilities = sorted((float(p) for _, p in top), reverse=True) + [0.0, 0.0]
+    probabilities = [*sorted((float(p) for _, p in top), reverse=True), 0.0, 0.0]
     return probabilities[0], probabilities[1]
 
 
