@@ -348,6 +348,27 @@ ORDER_SETS: Final = {"product": product_orders, "candidates": candidate_orders}
 # ---------------------------------------------------------------------------------------------------- main
 
 
+def choice_cache(loop: Loop, seeds: Sequence[int]) -> Path:
+    """Where the choosing runs are kept: named by everything that decides them (the loop's parameters and
+    backbone, the seeds, the code of the simulation, of the product's fit and promotion and of the scores), so
+    editing the report's wording reuses them and editing anything they depend on runs them again."""
+    import hashlib
+    import inspect
+
+    from refund_sorter.heads import informative
+    from refund_sorter_training import fit, promotion
+
+    # The scores compared, not review_priority: which of them ships does not change how they rank.
+    scores: list[Callable[..., Any]] = [informative.margin, informative.least_confident, informative.certainty]
+    scores += [informative.balanced_margin, informative.nearly_sure, informative._two_best, informative._unit]
+    code = [inspect.getsource(m) for m in (fit, promotion)]
+    scores += [simulate, measure, ranking_share, fit_head, candidate_orders]
+    code += [inspect.getsource(f) for f in scores]
+    digest = hashlib.sha256(repr((loop, list(seeds), code)).encode()).hexdigest()[:16]
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    return CACHE_DIR / f"choice-{digest}.json"
+
+
 def load_features(dataset: Path) -> tuple[Photos, Photos, str]:
     """(train/, validation/, backbone version), embedded once by the product's Sorter and cached per backbone."""
     from bench.accuracy import extract_with_results, list_split
@@ -401,14 +422,16 @@ def main(argv: list[str] | None = None) -> int:
 
     print("choosing the score on train/ only (a stratified quarter measures):", flush=True)
     keep, measured = stratified_split(train.labels, CHOICE_MEASURE_FRACTION, seed=0)
-    choice_runs = run_orders(
-        loop,
-        train.take(keep),
-        train.take(measured),
-        "candidates",
-        seeds=range(100, 100 + args.choice_seeds),
-        workers=args.workers,
-    )
+    choice_seeds = range(100, 100 + args.choice_seeds)
+    cache = choice_cache(loop, choice_seeds)
+    if cache.is_file():  # the same simulation, scores and seeds ran before: its runs are these
+        print(f"  (the runs of {cache.relative_to(ROOT)})")
+        choice_runs = json.loads(cache.read_text(encoding="utf-8"))
+    else:
+        choice_runs = run_orders(
+            loop, train.take(keep), train.take(measured), "candidates", seeds=choice_seeds, workers=args.workers
+        )
+        cache.write_text(json.dumps(choice_runs), encoding="utf-8")
     choice = {name: averaged(runs) for name, runs in choice_runs.items()}
     for name, curve in sorted(choice.items(), key=lambda item: -mean_of(item[1], CHOICE_KEY)):
         print(
@@ -511,6 +534,35 @@ def reaches(curve: Sequence[dict[str, Any]], share: float) -> float | None:
     return next((row["labels"] for row in curve if row["auto_share"] >= share), None)
 
 
+def verdict(curves: Mapping[str, Sequence[dict[str, Any]]], target: float, half: float) -> list[str]:
+    """The issue's two aims, checked on the numbers (informative against oldest-first and random)."""
+    informative = curves["informative"]
+    at = reaches(informative, target)
+    lines = [
+        "**Aim 1**, 95 % of the ceiling with at most half of `train/`'s labels: "
+        + (
+            f"met, at {at:,.0f} labels."
+            if at is not None and at <= half
+            else f"not met (reached at {at:,.0f} labels)."
+            if at is not None
+            else f"not met: the informative order ends at {informative[-1]['auto_share']:.1%} after "
+            f"{informative[-1]['labels']:,.0f} labels."
+        ),
+        "",
+        "**Aim 2**, informative above oldest-first and random at equal labels after the first three nights:",
+    ]
+    for key, what in (("auto_share", "the active head's auto-sorted share"), ("challenger_ranking_share", "ranking")):
+        later = list(zip(*(curves[name][3:] for name in ("informative", "oldest", "random")), strict=True))
+        wins = sum(i[key] > max(o[key], r[key]) for i, o, r in later)
+        mean = {name: mean_of(curves[name], key) for name in ("informative", "oldest", "random")}
+        lines.append(
+            f"- {what}: informative is above both on {wins} of {len(later)} nights; means over those nights "
+            + ", ".join(f"{name} {value:.1%}" for name, value in mean.items())
+            + "."
+        )
+    return lines
+
+
 def to_markdown(results: Mapping[str, Any], details: Mapping[str, Any]) -> str:
     full, curves, choice = results["full_data"], details["curves"], details["choice"]
     target = 0.95 * full["auto_share"]
@@ -536,6 +588,8 @@ def to_markdown(results: Mapping[str, Any], details: Mapping[str, Any]) -> str:
         f"`train/`'s labels is {half:,.0f}.",
         "",
         "![auto-sorted share against labels spent](loop.svg)",
+        "",
+        *verdict(curves, target, half),
         "",
         "| order | reaches 95 % of the ceiling at | labels, last night | auto-sorted (seeds' spread) | precision "
         "| top-1 | promotions a run |",
