@@ -389,7 +389,7 @@ def load_features(dataset: Path) -> tuple[Photos, Photos, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", type=Path, default=DEFAULT_DATASETS, help="default: %(default)s")
-    parser.add_argument("--seeds", type=int, default=3, help="runs per order on validation/ (default: %(default)s)")
+    parser.add_argument("--seeds", type=int, default=4, help="runs per order on validation/ (default: %(default)s)")
     parser.add_argument(
         "--choice-seeds", type=int, default=2, help="runs per candidate on train/ (default: %(default)s)"
     )

@@ -13,8 +13,8 @@ SURE = [("shoes", 0.93), ("pants", 0.05), ("hat", 0.02)]
 EVEN = {"shirt": 40, "t-shirt": 40, "longsleeve": 40, "shoes": 40, "pants": 40, "hat": 40}
 
 
-@pytest.mark.parametrize("score", [review_priority, *SCORES], ids=lambda s: s.__name__)
-def test_a_torn_photo_is_asked_before_a_sure_one_and_every_score_is_within_0_and_1(score: object) -> None:
+@pytest.mark.parametrize("score", SCORES, ids=lambda s: s.__name__)
+def test_uncertainty_scores_ask_a_torn_photo_before_a_sure_one_and_stay_within_0_and_1(score: object) -> None:
     assert callable(score)
     for taught in (None, EVEN):
         torn, sure = score(TORN, taught=taught), score(SURE, taught=taught)
@@ -23,6 +23,19 @@ def test_a_torn_photo_is_asked_before_a_sure_one_and_every_score_is_within_0_and
     # AND odd inputs stay in range and never raise: nothing listed, one department, rounding above 1
     for top in ([], [("hat", 1.0)], [("hat", 0.7000004), ("shoes", 0.3000004)], [("hat", 0.5), ("shoes", 0.5)]):
         assert 0.0 <= score(top, taught=EVEN) <= 1.0
+
+
+def test_the_shipped_order_asks_first_the_photo_the_head_was_nearly_sure_enough_to_sort() -> None:
+    # GIVEN waiting photos (all under the head's threshold), from nearly sure to lost
+    nearly = [("shoes", 0.86), ("pants", 0.1)]
+    torn = [("shirt", 0.41), ("t-shirt", 0.38)]
+    lost = [("dress", 0.2), ("skirt", 0.19), ("outwear", 0.18)]
+    # THEN the one closest to being sorted alone comes first, the lost one last, and ties do not depend on taught
+    assert review_priority(nearly) < review_priority(torn) < review_priority(lost)
+    assert review_priority(nearly, taught=EVEN) == review_priority(nearly) == pytest.approx(0.14)
+    for top in ([], [("hat", 1.0)], [("hat", 1.0000004)], nearly, lost):
+        assert 0.0 <= review_priority(top, taught=EVEN) <= 1.0
+    assert review_priority([]) == 1.0  # a photo with no suggestion waits behind those the head can nearly sort
 
 
 def test_the_margin_orders_by_the_gap_between_the_two_best_departments() -> None:
@@ -64,7 +77,10 @@ def test_why_asked_says_in_a_short_sentence_what_the_sorter_hesitates_about() ->
     assert why_asked([]) == "the sorter has no suggestion for this photo"
     # AND it says when one of the two departments was taught with few photos (under half the most-taught one)
     taught = {"shirt": 12, "t-shirt": 300, "longsleeve": 200}
-    assert why_asked(TORN, taught=taught) == "torn between shirt (0.41) and t-shirt (0.38); only 12 shirt photos taught so far"
+    assert (
+        why_asked(TORN, taught=taught)
+        == "torn between shirt (0.41) and t-shirt (0.38); only 12 shirt photos taught so far"
+    )
     assert why_asked(TORN, taught=EVEN) == "torn between shirt (0.41) and t-shirt (0.38)"
     for top in (TORN, SURE, [("hat", 0.6)]):
         assert len(why_asked(top, taught=taught)) < 100  # one short line under the photo
