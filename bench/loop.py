@@ -395,9 +395,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--nights", type=int, default=NIGHTS, help="default: %(default)s")
     parser.add_argument("--budget", type=int, default=BUDGET_PER_NIGHT, help="answers a night (default: %(default)s)")
+    parser.add_argument(
+        "--report", action="store_true", help=f"only rewrite the reports from {DETAILS_JSON.relative_to(ROOT)}"
+    )
     parser.add_argument("--choice-only", action="store_true", help="stop after choosing the score (train/ only)")
     parser.add_argument("--workers", type=int, default=2, help="processes (default: %(default)s)")
     args = parser.parse_args(argv)
+    if args.report:
+        write_reports(json.loads(DETAILS_JSON.read_text(encoding="utf-8")))
+        return 0
     dataset = args.datasets / "clothing-small"
     if not (dataset / "train").is_dir() or not (dataset / "validation").is_dir():
         print(f"make bench-loop: no dataset at {dataset} (../shared/datasets next to the repo); nothing measured")
@@ -446,14 +452,6 @@ def main(argv: list[str] | None = None) -> int:
     runs = run_orders(loop, train, validation, "product", seeds=range(args.seeds), workers=args.workers)
     curves = {name: averaged(r) for name, r in runs.items()}
 
-    results = {
-        "budget_per_night": loop.budget,
-        "full_data": full,
-        "orders": {
-            name: [{k: row[k] for k in ("night", "labels", "auto_share", "precision", "top1")} for row in curve]
-            for name, curve in curves.items()
-        },
-    }
     details = {
         "dataset": str(dataset),
         "backbone": backbone,
@@ -465,6 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         "held_out_fraction": loop.held_out_fraction,
         "target_precision": loop.target_precision,
         "seeds": args.seeds,
+        "full_data": full,
         "choice": {
             "measured_on": f"train/ only: {len(measured)} photos (a stratified {CHOICE_MEASURE_FRACTION:.0%}) measure, "
             f"the other {len(keep)} arrive",
@@ -478,13 +477,27 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_1_5_15_min": [round(x, 1) for x in os.getloadavg()],
         "cpus": os.cpu_count(),
     }
-    RESULTS_JSON.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     DETAILS_JSON.write_text(json.dumps(details, indent=1) + "\n", encoding="utf-8")
-    chart(curves, full, loop, len(train), CHART)
+    write_reports(details)
+    return 0
+
+
+def write_reports(details: Mapping[str, Any]) -> None:
+    """``bench/loop.json`` (the contract's shape), the chart and ``bench/loop.md``, from the run's details."""
+    keep = ("auto_share", "precision", "top1")
+    results = {
+        "budget_per_night": details["budget_per_night"],
+        "full_data": {k: details["full_data"][k] for k in keep},
+        "orders": {
+            name: [{k: row[k] for k in ("night", "labels", *keep)} for row in curve]
+            for name, curve in details["curves"].items()
+        },
+    }
+    RESULTS_JSON.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    chart(details, CHART)
     markdown = to_markdown(results, details)
     RESULTS_MD.write_text(markdown, encoding="utf-8")
     print(markdown)
-    return 0
 
 
 # -------------------------------------------------------------------------------------------------- output
@@ -492,10 +505,9 @@ def main(argv: list[str] | None = None) -> int:
 COLOURS: Final = {"informative": "#1f77b4", "oldest": "#ff7f0e", "random": "#7f7f7f"}
 
 
-def chart(
-    curves: Mapping[str, Sequence[dict[str, Any]]], full: Mapping[str, Any], loop: Loop, pool: int, out: Path
-) -> None:
+def chart(details: Mapping[str, Any], out: Path) -> None:
     """Auto-sorted share against labels spent, one line per order (mean of the seeds, the band their spread)."""
+    curves, full, pool = details["curves"], details["full_data"], details["train_photos"]
     import matplotlib
 
     matplotlib.use("Agg")
@@ -518,9 +530,9 @@ def chart(
     axes.axhline(0.95 * share, color="black", linewidth=1, linestyle=":", label="95 % of that")
     axes.axvline(pool / 2, color="black", linewidth=0.8, linestyle="--", label="half of train/'s labels")
     axes.set_xlabel("labels spent (10 a department to start, then the reviewer's answers)")
-    axes.set_ylabel(f"auto-sorted share of validation/ at {loop.target_precision:.0%} target precision")
+    axes.set_ylabel(f"auto-sorted share of validation/ at {details['target_precision']:.0%} target precision")
     axes.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
-    axes.set_title(f"The learning loop, {loop.budget} answers a night (make bench-loop)", fontsize=11)
+    axes.set_title(f"The learning loop, {details['budget_per_night']} answers a night (make bench-loop)", fontsize=11)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8, loc="lower right")
     figure.tight_layout()
@@ -563,8 +575,27 @@ def verdict(curves: Mapping[str, Sequence[dict[str, Any]]], target: float, half:
     return lines
 
 
+def shortfall(curves: Mapping[str, Sequence[dict[str, Any]]], full: Mapping[str, Any]) -> list[str]:
+    """Where the loop's auto-sorted share falls short of the ceiling, on the last night: what the labels taught
+    (ranking), what the challenger's own threshold lets it sort, and what the promotion rule left active."""
+    lines = [
+        "## Where the loop falls short of the ceiling (last night, mean of the seeds)",
+        "",
+        "| | labels | ranking (threshold set on validation/) | its own threshold | active (what the product sorts) |",
+        "|---|---:|---:|---:|---:|",
+        f"| head fit on all of `train/` | all | {full['ranking_share']:.1%} | {full['auto_share']:.1%} | |",
+    ]
+    for name, curve in curves.items():
+        last = curve[-1]
+        lines.append(
+            f"| {name}: tonight's challenger | {last['labels']:,.0f} | {last['challenger_ranking_share']:.1%} | "
+            f"{last['challenger_auto_share']:.1%} | {last['auto_share']:.1%} |"
+        )
+    return lines
+
+
 def to_markdown(results: Mapping[str, Any], details: Mapping[str, Any]) -> str:
-    full, curves, choice = results["full_data"], details["curves"], details["choice"]
+    full, curves, choice = details["full_data"], details["curves"], details["choice"]
     target = 0.95 * full["auto_share"]
     half = details["train_photos"] / 2
     lines = [
@@ -580,8 +611,10 @@ def to_markdown(results: Mapping[str, Any], details: Mapping[str, Any]) -> str:
         f"auto-sorted share at the {details['target_precision']:.0%} target precision (threshold and not-a-product "
         f"gate as the Sorter applies them), its precision and top-1. Mean of {details['seeds']} seeds (the same "
         "seeds, so the same starting photos and nights, for every order); the spread is the lowest and highest seed. "
+        "The informative order is the product's `review_priority`, chosen on `train/` alone before `validation/` "
+        "was looked at (last section); `validation/` only measures. "
         f"Backbone `{details['backbone']}`; {details['seconds']} s on {details['cpus']} shared vCPUs "
-        f"(load average {details['load_average_1_5_15_min']}).",
+        f"(load average {details['load_average_1_5_15_min']}). Every run, seed by seed: `bench/loop-details.json`.",
         "",
         f"A head fit on all of `train/` (the ceiling): auto-sorts **{full['auto_share']:.1%}** at "
         f"{_pct(full['precision'])} precision, top-1 {full['top1']:.1%}. 95 % of that is {target:.1%}; half of "
@@ -606,19 +639,23 @@ def to_markdown(results: Mapping[str, Any], details: Mapping[str, Any]) -> str:
     for name, curve in curves.items():
         lines += [
             "",
-            f"**{name}**, night by night (the active head; *promoted*: in how many of the {details['seeds']} runs "
+            f"**{name}**, night by night (*left waiting*: the review queue after the night's answers, 0 when the "
+            "reviewer could answer everything, so the order did not matter that night; the active head's numbers; "
+            "*promoted*: in how many of the {details['seeds']} runs "
             "the rule activated that night's challenger; *challenger*: that challenger's own auto-sorted share, and "
             "*ranking*: its share with the threshold set on `validation/` itself, what the labels taught apart "
             "from the threshold's luck):",
             "",
-            "| night | labels | auto-sorted | precision | top-1 | promoted | challenger | ranking |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| night | labels | left waiting | auto-sorted | precision | top-1 | promoted | challenger | ranking |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         lines += [
-            f"| {r['night']} | {r['labels']:,.0f} | {r['auto_share']:.1%} | {_pct(r['precision'])} | {r['top1']:.1%} "
-            f"| {r['promotions']} | {r['challenger_auto_share']:.1%} | {r['challenger_ranking_share']:.1%} |"
+            f"| {r['night']} | {r['labels']:,.0f} | {r['queued']:,.0f} | {r['auto_share']:.1%} | "
+            f"{_pct(r['precision'])} | {r['top1']:.1%} | {r['promotions']} | "
+            f"{r['challenger_auto_share']:.1%} | {r['challenger_ranking_share']:.1%} |"
             for r in curve
         ]
+    lines += ["", *shortfall(curves, full), ""]
     lines += [
         "",
         "## Choosing the informative score (on `train/` only)",
