@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from xml.etree import ElementTree
 
 import numpy as np
 import pytest
@@ -106,3 +108,38 @@ def test_without_the_dataset_it_says_so_and_exits_0(tmp_path: Path, capsys: pyte
     assert "no dataset at" in capsys.readouterr().out
     after = bench_loop.RESULTS_JSON.read_bytes() if bench_loop.RESULTS_JSON.is_file() else None
     assert after == before  # the committed results are left alone
+
+
+def test_the_reports_keep_the_contracts_shape(
+    photos: tuple[Photos, Photos], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN two short runs of every product order and a ceiling
+    arriving, measuring = photos
+    runs = {name: [simulate(LOOP, arriving, measuring, order, seed=s) for s in (0, 1)] for name, order in
+            product_orders().items()}  # fmt: skip
+    curves = {name: averaged(r) for name, r in runs.items()}
+    full = bench_loop.measure(bench_loop.fit_head(LOOP, arriving, seed=0), measuring, LOOP.target_precision)
+    details = {
+        "dataset": "synthetic", "backbone": "synthetic", "train_photos": len(arriving),
+        "validation_photos": len(measuring), "nights": LOOP.nights, "budget_per_night": LOOP.budget,
+        "start_per_department": 10, "held_out_fraction": 0.2, "target_precision": 0.98, "seeds": 2,
+        "full_data": full, "choice": {"measured_on": "synthetic", "seeds": 2, "curves": curves, "runs": runs},
+        "curves": curves, "runs": runs, "seconds": 1, "load_average_1_5_15_min": [0, 0, 0], "cpus": 2,
+    }  # fmt: skip
+    for name in ("RESULTS_JSON", "RESULTS_MD", "CHART"):
+        monkeypatch.setattr(bench_loop, name, tmp_path / getattr(bench_loop, name).name)
+    # WHEN the reports are written
+    bench_loop.write_reports(details)
+    # THEN loop.json has exactly design.md §10's keys, one row a night per order
+    written = json.loads((tmp_path / "loop.json").read_text(encoding="utf-8"))
+    assert set(written) == {"budget_per_night", "full_data", "orders"}
+    assert set(written["full_data"]) == {"auto_share", "precision", "top1"}
+    assert set(written["orders"]) == {"informative", "oldest", "random"}
+    for rows in written["orders"].values():
+        assert [r["night"] for r in rows] == [1, 2, 3]
+        assert all(set(r) == {"night", "labels", "auto_share", "precision", "top1"} for r in rows)
+    # AND the chart is an SVG with one line per order, the markdown states both aims' verdicts
+    svg = ElementTree.parse(tmp_path / "loop.svg").getroot()
+    assert svg.tag == "{http://www.w3.org/2000/svg}svg"
+    markdown = (tmp_path / "loop.md").read_text(encoding="utf-8")
+    assert "**Aim 1**" in markdown and "**Aim 2**" in markdown and "](loop.svg)" in markdown
