@@ -123,8 +123,9 @@ def test_the_reports_keep_the_contracts_shape(
         "dataset": "synthetic", "backbone": "synthetic", "train_photos": len(arriving),
         "validation_photos": len(measuring), "nights": LOOP.nights, "budget_per_night": LOOP.budget,
         "start_per_department": 10, "held_out_fraction": 0.2, "target_precision": 0.98, "seeds": 2,
-        "full_data": full, "choice": {"measured_on": "synthetic", "seeds": 2, "curves": curves, "runs": runs},
-        "curves": curves, "runs": runs, "seconds": 1, "load_average_1_5_15_min": [0, 0, 0], "cpus": 2,
+        "full_data": full, "what_if_every_challenger_activated": {"seeds": 2, "runs": runs},
+        "choice": {"measured_on": "synthetic", "seeds": 2, "curves": curves, "runs": runs},
+        "curves": curves, "runs": runs, "runs_total": 12, "seconds": 1, "load_average_1_5_15_min": [0, 0, 0], "cpus": 2,
     }  # fmt: skip
     for name in ("RESULTS_JSON", "RESULTS_MD", "CHART"):
         monkeypatch.setattr(bench_loop, name, tmp_path / getattr(bench_loop, name).name)
@@ -143,3 +144,4 @@ def test_the_reports_keep_the_contracts_shape(
     assert svg.tag == "{http://www.w3.org/2000/svg}svg"
     markdown = (tmp_path / "loop.md").read_text(encoding="utf-8")
     assert "**Aim 1**" in markdown and "**Aim 2**" in markdown and "](loop.svg)" in markdown
+    assert "## What the promotion rule costs" in markdown and "## Reading the numbers" in markdown
