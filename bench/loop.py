@@ -44,13 +44,13 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
+from bench.accuracy import DEFAULT_DATASETS, ROOT
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
 
     from refund_sorter.heads.model import Head
 
-ROOT: Final = Path(__file__).resolve().parents[1]
-DEFAULT_DATASETS: Final = ROOT.parent / "shared" / "datasets"
 CACHE_DIR: Final = ROOT / "out" / "loop"
 RESULTS_JSON: Final = ROOT / "bench" / "loop.json"
 DETAILS_JSON: Final = ROOT / "bench" / "loop-details.json"
@@ -560,6 +560,7 @@ def chart(details: Mapping[str, Any], out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["svg.hashsalt"] = "bench-loop"  # fixed element ids: same numbers, same bytes
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(7.5, 4.5))
