@@ -745,7 +745,8 @@ def to_markdown(results: Mapping[str, Any], details: Mapping[str, Any]) -> str:
         "The informative order is the product's `review_priority`, chosen on `train/` alone before `validation/` "
         "was looked at (last section); `validation/` only measures. "
         f"Backbone `{details['backbone']}`. {details['runs_total']} runs of 12 nights (each night one product fit with "
-        "C by 5-fold CV: ~0.5–1.5 min a run on this shared 2-vCPU machine, two at a time); runs already made by the "
+        "C by 5-fold CV: ~16 CPU-seconds a run, so ~4 min for all of them two at a time on an idle 2-vCPU machine, "
+        "0.5–2.5 min a run on this busy one); runs already made by the "
         f"same code are kept in `out/loop/` and reused, and this report took {details['seconds']} s (load average "
         f"{details['load_average_1_5_15_min']}). Every run, seed by seed: `bench/loop-details.json`.",
         "",
