@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup browser test unit functional integration lint format openapi model model-embeddings accuracy demo fuzz-api memory bench bench-review bench-night clean
+.PHONY: help setup browser test unit functional integration lint format openapi model model-embeddings accuracy demo fuzz-api memory bench bench-review bench-night bench-loop clean
 
 include infra/tools.mk
 
@@ -84,6 +84,9 @@ bench-review: setup ## the review page in Chromium (key → next photo, first ph
 
 bench-night: setup ## the nightly fan-out: worker vs pipeline, a 20,000-photo night on 1 and 2 workers → bench/fanout.{json,md}
 	$(BIN)/python -m bench.fanout
+
+bench-loop: setup ## weeks of the learning loop on ../shared/datasets/clothing-small, review orders compared → bench/loop.{json,md,svg}
+	$(BIN)/python -m bench.loop
 
 memory: setup ## peak RSS of the batch pipeline over 200 phone-sized JPEGs (writes out/memory.json)
 	$(BIN)/python -m tools.memory_check
