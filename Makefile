@@ -85,7 +85,8 @@ bench-review: setup ## the review page in Chromium (key → next photo, first ph
 bench-night: setup ## the nightly fan-out: worker vs pipeline, a 20,000-photo night on 1 and 2 workers → bench/fanout.{json,md}
 	$(BIN)/python -m bench.fanout
 
-memory: setup ## peak RSS of the batch pipeline over 200 phone-sized JPEGs (writes out/memory.json)
+memory: setup ## peak RSS of decoding each image mode, before/after (bench/memory.md), and of the batch pipeline (out/memory.json)
+	$(BIN)/python -m tools.memory_check --modes
 	$(BIN)/python -m tools.memory_check
 
 clean: ## remove build outputs (keeps the venvs)
