@@ -245,8 +245,10 @@ PIXEL_HEAVY: dict[str, tuple[str, Callable[[int, int], bytes]]] = {
 }
 
 
-# An iPhone's 48 MP "HEIF Max" photo (8064×6048, one colour; nothing we depend on can write HEIC).
+# An iPhone's 48 MP "HEIF Max" photo (8064×6048, one colour; nothing we depend on can write HEIC), and one in
+# 10 bits a channel (an HDR phone's).
 HEIC_48MP = FORMAT_FIXTURES / "plain-48mp.heic"
+HEIC_48MP_10BIT = FORMAT_FIXTURES / "plain-48mp-10bit.heic"
 
 
 def pixel_heavy(name: str, width: int = 8000, height: int = 8000) -> bytes:

@@ -142,7 +142,7 @@ def largest_allowed_side(images: ModuleType, mode: str, fmt: str, budget: int, m
 def mode_table() -> dict[str, Any]:
     from refund_sorter.config import Settings
     from refund_sorter.vision import images
-    from tests.odd_images import HEIC_48MP, PIXEL_HEAVY, pixel_heavy
+    from tests.odd_images import HEIC_48MP, HEIC_48MP_10BIT, PIXEL_HEAVY, pixel_heavy
 
     settings = Settings()
     budget = settings.decode_memory_mb * MIB
@@ -157,6 +157,7 @@ def mode_table() -> dict[str, Any]:
         )
         cases: list[tuple[str, str, bytes | None]] = [(name, mode, None) for name, (mode, _) in PIXEL_HEAVY.items()]
         cases.append(("HEIC, iPhone 48 MP (fixture)", "RGB", HEIC_48MP.read_bytes()))
+        cases.append(("HEIC, 48 MP, 10 bits a channel (fixture)", "RGB", HEIC_48MP_10BIT.read_bytes()))
         for name, mode, fixed in cases:
             photo = Path(scratch) / "photo"
             if fixed is not None:

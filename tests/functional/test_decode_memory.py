@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from refund_sorter.config import Settings
-from tests.odd_images import HEIC_48MP, PIXEL_HEAVY, pixel_heavy
+from tests.odd_images import HEIC_48MP, HEIC_48MP_10BIT, PIXEL_HEAVY, pixel_heavy
 
 MIB = 1024 * 1024
 # What the capped process needs besides the budget: the photo's bytes, the interpreter's own allocations.
@@ -105,6 +105,7 @@ def test_every_hostile_mode_decodes_within_the_cap_or_is_refused(tmp_path: Path)
         pytest.param("I;16 png", lambda: pixel_heavy("I;16 png"), id="8000x8000 16-bit png (the issue's 141 KB)"),
         pytest.param("F tiff", lambda: pixel_heavy("F tiff"), id="8000x8000 float tiff"),
         pytest.param("HEIC", HEIC_48MP.read_bytes, id="48 MP iPhone heic"),
+        pytest.param("HEIC", HEIC_48MP_10BIT.read_bytes, id="48 MP 10-bit heic"),
     ],
 )
 def test_the_default_budget_decodes_the_largest_photos_within_the_cap(name: str, make: object, tmp_path: Path) -> None:

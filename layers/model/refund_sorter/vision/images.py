@@ -101,8 +101,8 @@ _GREY_MODES: Final = frozenset({"1", "L", "LA", "La", "I", "F", "I;16", "I;16L",
 _ALPHA_MODES: Final = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 # The codec's own buffers while it decodes, in bytes a pixel on top of the image Pillow keeps: libheif's and libavif's
 # YUV planes and RGB copy, libwebp's two canvases and the bytes Pillow copies out of them. Measured by `make memory`
-# (bench/memory.md: HEIF ~3.0, AVIF ~5.2, WebP ~12.3 at 8 bits a channel) and rounded up.
-_CODEC_BYTES: Final = {"HEIF": 3.5, "AVIF": 5.5, "WEBP": 13.0}
+# (bench/memory.md: HEIF ~3.0, ~3.5 at 10 bits a channel; AVIF ~5.2; WebP ~12.3) and rounded up.
+_CODEC_BYTES: Final = {"HEIF": 4.0, "AVIF": 5.5, "WEBP": 13.0}
 # Rows flattened at a time: a few MB of float64 or RGBA whatever the width.
 _STRIP_BYTES: Final = 4 * MIB
 # What a decode allocates besides its full-size images: strips, the thumbnail's reduced copy, the resampling's
