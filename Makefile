@@ -88,7 +88,8 @@ bench-night: setup ## the nightly fan-out: worker vs pipeline, a 20,000-photo ni
 bench-loop: setup ## weeks of the learning loop on ../shared/datasets/clothing-small, review orders compared → bench/loop.{json,md,svg}
 	$(BIN)/python -m bench.loop
 
-memory: setup ## peak RSS of the batch pipeline over 200 phone-sized JPEGs (writes out/memory.json)
+memory: setup ## peak RSS of decoding each image mode, before/after (bench/memory.md), and of the batch pipeline (out/memory.json)
+	$(BIN)/python -m tools.memory_check --modes
 	$(BIN)/python -m tools.memory_check
 
 clean: ## remove build outputs (keeps the venvs)

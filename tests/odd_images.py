@@ -15,11 +15,15 @@ import zlib
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from refund_sorter_cli.samples import encode, photo_image
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 FORMAT_FIXTURES = Path(__file__).parent / "fixtures" / "formats"
 
@@ -166,3 +170,87 @@ def odd_images() -> tuple[OddImage, ...]:
         OddImage("jpeg 2000", "photo.jp2", b"\x00\x00\x00\x0cjP  \r\n\x87\n" + b"\x00" * 64, "unsupported_format"),
     ]
     return tuple(cases)
+
+
+# Photos that are small files but many bytes a pixel once decoded: every mode Pillow opens for the formats we
+# take, each at a size the pixel limit lets through. Built on demand (a few seconds each at 64 MP); used by the
+# decode-under-a-memory-cap test and by `make memory` (tools/memory_check.py).
+def _png(width: int, height: int, bit_depth: int, colour_type: int, pixel: bytes) -> bytes:
+    """A PNG of one repeated pixel, written row by row (Pillow cannot write 16-bit colour PNGs)."""
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    row = b"\x00" + pixel * width
+    squeeze = zlib.compressobj(9)
+    rows = b"".join(squeeze.compress(row) for _ in range(height)) + squeeze.flush()
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", rows) + _png_chunk(b"IEND", b"")
+
+
+def _tiff(image: Image.Image, **params: object) -> bytes:
+    return encode(image, "TIFF", compression="tiff_adobe_deflate", **params)
+
+
+def _tiff_array(pixels: np.ndarray) -> bytes:
+    import tifffile  # scikit-image's dependency (dev): Pillow writes no 16-bit colour or big-endian TIFF
+
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, pixels, compression="zlib", byteorder=">" if pixels.dtype.byteorder == ">" else "<")
+    return buffer.getvalue()
+
+
+def _big_palette(size: tuple[int, int]) -> Image.Image:
+    image = Image.new("P", size, 200)
+    image.putpalette(bytes(range(256)) * 3)  # all 256 entries used by the palette
+    return image
+
+
+def _frames(first: Image.Image, fmt: str, count: int = 3, **params: object) -> bytes:
+    frames = [first.point(lambda v, i=i: (v + 40 * i) % 256) for i in range(1, count)]
+    return encode(first, fmt, save_all=True, append_images=frames, **params)
+
+
+def _turned(image: Image.Image, fmt: str = "PNG") -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # a quarter turn: the decoded pixels are turned, not just the crop
+    return encode(image, fmt, exif=exif.tobytes())
+
+
+# name → (the mode Pillow opens it as, how to make it at width × height)
+PIXEL_HEAVY: dict[str, tuple[str, Callable[[int, int], bytes]]] = {
+    "RGB jpeg (phone)": ("RGB", lambda w, h: encode(Image.new("RGB", (w, h), (120, 90, 60)), "JPEG", quality=90)),
+    "CMYK jpeg": ("CMYK", lambda w, h: encode(Image.new("CMYK", (w, h), (10, 60, 90, 5)), "JPEG")),
+    "RGB png": ("RGB", lambda w, h: encode(Image.new("RGB", (w, h), (120, 90, 60)), "PNG")),
+    "RGB png, quarter turn": ("RGB", lambda w, h: _turned(Image.new("RGB", (w, h), (120, 90, 60)))),
+    "RGB 16-bit tiff": ("RGB", lambda w, h: _tiff_array(np.full((h, w, 3), 30000, np.uint16))),
+    "RGBA png": ("RGBA", lambda w, h: encode(Image.new("RGBA", (w, h), (120, 90, 60, 128)), "PNG")),
+    "RGBA 16-bit png": ("RGBA", lambda w, h: _png(w, h, 16, 6, struct.pack(">4H", 30000, 20000, 10000, 40000))),
+    "RGB webp": ("RGB", lambda w, h: encode(Image.new("RGB", (w, h), (120, 90, 60)), "WEBP", lossless=True)),
+    "RGB avif": ("RGB", lambda w, h: encode(Image.new("RGB", (w, h), (120, 90, 60)), "AVIF", quality=60, speed=10)),
+    "RGBA webp": ("RGBA", lambda w, h: encode(Image.new("RGBA", (w, h), (120, 90, 60, 128)), "WEBP", lossless=True)),
+    "CMYK tiff": ("CMYK", lambda w, h: _tiff(Image.new("CMYK", (w, h), (10, 60, 90, 5)))),
+    "L png": ("L", lambda w, h: encode(Image.new("L", (w, h), 100), "PNG")),
+    "1 png": ("1", lambda w, h: encode(Image.new("1", (w, h), 1), "PNG")),
+    "LA png": ("LA", lambda w, h: encode(Image.new("LA", (w, h), (100, 128)), "PNG")),
+    "LA 16-bit png": ("RGBA", lambda w, h: _png(w, h, 16, 4, struct.pack(">2H", 30000, 40000))),
+    "P png (256 colours)": ("P", lambda w, h: encode(_big_palette((w, h)), "PNG")),
+    "P png (256 colours, transparency)": ("P", lambda w, h: encode(_big_palette((w, h)), "PNG", transparency=0)),
+    "I;16 png": ("I;16", lambda w, h: encode(Image.new("I;16", (w, h), 1000), "PNG")),
+    "I;16B tiff": ("I;16B", lambda w, h: _tiff_array(np.full((h, w), 1000, ">u2"))),
+    "I tiff": ("I", lambda w, h: _tiff(Image.new("I", (w, h), 70_000))),
+    "F tiff": ("F", lambda w, h: _tiff(Image.new("F", (w, h), 0.5))),
+    "animated gif": ("P", lambda w, h: _frames(_big_palette((w, h)), "GIF")),
+    "apng": ("RGBA", lambda w, h: _frames(Image.new("RGBA", (w, h), (120, 90, 60, 128)), "PNG")),
+    "multi-page tiff": (
+        "RGB",
+        lambda w, h: _frames(Image.new("RGB", (w, h), (120, 90, 60)), "TIFF", compression="tiff_adobe_deflate"),
+    ),
+}
+
+
+# An iPhone's 48 MP "HEIF Max" photo (8064×6048, one colour; nothing we depend on can write HEIC), and one in
+# 10 bits a channel (an HDR phone's).
+HEIC_48MP = FORMAT_FIXTURES / "plain-48mp.heic"
+HEIC_48MP_10BIT = FORMAT_FIXTURES / "plain-48mp-10bit.heic"
+
+
+def pixel_heavy(name: str, width: int = 8000, height: int = 8000) -> bytes:
+    """The :data:`PIXEL_HEAVY` photo ``name`` at ``width`` × ``height`` (by default the 64 MP pixel limit)."""
+    return PIXEL_HEAVY[name][1](width, height)

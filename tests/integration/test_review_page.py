@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import requests
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from refund_sorter.results import Status
 from tests import chromium
@@ -83,6 +83,14 @@ def stored(aws: LocalAws, result_id: str) -> Result:
     result = aws.store.get(result_id)
     assert result is not None
     return result
+
+
+def refuse_decisions(route: Route) -> None:
+    """The API unreachable for decisions (PATCH), as in an outage; everything else goes through."""
+    if route.request.method == "PATCH":
+        route.abort()
+    else:
+        route.continue_()
 
 
 # ------------------------------------------------------------------------------------------------ deciding
@@ -210,6 +218,44 @@ def test_with_the_api_down_no_decision_is_lost_even_across_a_reload(page: Page, 
     assert stored(aws, first.id).department == first.prediction
 
 
+def test_two_tabs_with_the_api_down_lose_no_decision(browser: Browser, api: str, aws: LocalAws) -> None:
+    first, second, third, _ = seed_queue(aws.store, aws.bucket, 4)
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    errors: list[str] = []
+    try:
+        # GIVEN one reviewer with the page open in two tabs of one browser
+        tab_a, tab_b = context.new_page(), context.new_page()
+        for tab in (tab_a, tab_b):
+            tab.on("pageerror", lambda error: errors.append(str(error)))
+            tab.goto(f"{api}/review")
+            assert shown(tab) == first.id
+        # WHEN the API cannot take decisions and tab A decides two photos
+        context.route("**/predictions/*", refuse_decisions)
+        tab_a.keyboard.press("1")
+        assert next_shown(tab_a, first.id) == second.id
+        tab_a.keyboard.press("1")
+        assert next_shown(tab_a, second.id) == third.id
+        # THEN tab B no longer offers them; it decides the next photo itself
+        tab_b.wait_for_selector(f"{PHOTO}[data-prediction-id='{third.id}']")
+        tab_b.keyboard.press("2")
+        next_shown(tab_b, third.id)
+        tab_b.wait_for_selector("body[data-pending='3']", state="attached")
+        # WHEN tab A is closed while the API is still down, and then the API is back
+        tab_a.close()
+        assert stored(aws, first.id).status is Status.NEEDS_REVIEW
+        context.unroute("**/predictions/*")
+        # THEN every decision of both tabs is saved
+        all_saved(tab_b)
+        assert stored(aws, first.id).department == first.prediction
+        assert stored(aws, second.id).department == second.prediction
+        assert stored(aws, third.id).department == third.top_departments[1].department
+        for result in (first, second, third):
+            assert len(stored(aws, result.id).review_history) == 1, "each sent once: no conflict, no repeat"
+    finally:
+        context.close()
+    assert not errors, f"the page raised: {errors}"
+
+
 def test_the_night_summary_renders(page: Page, api: str, aws: LocalAws) -> None:
     first, _, _ = seed_queue(aws.store, aws.bucket, 3)
     decide_first_with_1(page, api, first)
@@ -242,16 +288,24 @@ class FakeSignIn(ThreadingHTTPServer):
     the verifier sent with the code hashes to the challenge sent with the authorize request."""
 
     client_id = "review-page-test-client"
-    email = "ana@example.com"
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _SignInHandler)
         self.url = f"http://127.0.0.1:{self.server_port}"
         self.authorize_requests: list[dict[str, str]] = []
         self.token_requests: list[dict[str, str]] = []
+        self.logout_requests: list[dict[str, str]] = []
         self.challenges: dict[str, str] = {}  # code → code_challenge
-        self.id_token = _unsigned_jwt({"email": self.email, "cognito:username": "ana", "token_use": "id"})
+        self.issued: set[str] = set()  # every ID token handed out: the authorizer takes each
         self.redirect_uri = ""
+        self.become("ana@example.com", "ana")
+
+    def become(self, email: str, username: str) -> None:
+        """Whoever signs in next on the hosted page is this person (their own subject, as in Cognito)."""
+        self.email = email
+        claims = {"sub": f"sub-{username}", "email": email, "cognito:username": username, "token_use": "id"}
+        self.id_token = _unsigned_jwt(claims)
+        self.issued.add(self.id_token)
 
 
 def _unsigned_jwt(claims: dict[str, Any]) -> str:
@@ -270,6 +324,15 @@ class _SignInHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         url = urlsplit(self.path)
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        if url.path == "/logout":  # Cognito's sign-out: back to the page, signed out
+            self.server.logout_requests.append(query)
+            back = query.get("logout_uri")
+            known = query.get("client_id") == self.server.client_id and back == self.server.redirect_uri
+            self.send_response(302 if known else 400)
+            if known:
+                self.send_header("Location", self.server.redirect_uri)
+            self.end_headers()
+            return
         self.server.authorize_requests.append(query)
         valid = (
             url.path == "/oauth2/authorize"
@@ -336,7 +399,7 @@ def signed_api(start_api: StartApi, sign_in: FakeSignIn) -> tuple[str, list[tupl
         event["stageVariables"] = {"signInUrl": sign_in.url, "signInClientId": sign_in.client_id}
         token = (event.get("headers") or {}).get("Authorization")
         calls.append((event["path"], token))
-        if token == sign_in.id_token:
+        if token in sign_in.issued:
             claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
             event["requestContext"]["authorizer"] = {"claims": claims}
 
@@ -382,3 +445,47 @@ def test_a_sign_in_answer_that_is_not_for_this_page_is_refused(
     assert "state mismatch" in banner.inner_text()
     assert sign_in.token_requests == [], "the code was never redeemed"
     assert page.locator(PHOTO).count() == 0
+
+
+def test_a_reviewers_waiting_decisions_are_kept_and_never_sent_under_another_reviewers_sign_in(
+    page: Page, signed_api: tuple[str, list[tuple[str, str | None]]], sign_in: FakeSignIn, aws: LocalAws
+) -> None:
+    api, calls = signed_api
+    first, _, _ = seed_queue(aws.store, aws.bucket, 3)
+    decision = f"/predictions/{first.id}"
+    ana = sign_in.id_token
+    # GIVEN Ana decides the first photo while the API cannot take decisions
+    page.goto(f"{api}/review")
+    assert shown(page) == first.id
+    page.route("**/predictions/*", refuse_decisions)
+    page.keyboard.press("1")
+    next_shown(page, first.id)
+    page.wait_for_selector("body[data-pending='1']", state="attached")
+    # WHEN she signs out, the API is back, and Ben signs in in the same browser and decides that photo himself
+    page.unroute("**/predictions/*")
+    sign_in.become("ben@example.com", "ben")
+    ben = sign_in.id_token
+    page.locator("#sign-out").click()
+    expect(page.locator("#user")).to_have_text("ben@example.com")
+    assert shown(page) == first.id, "Ana's decision was not sent: the photo still waits"
+    assert page.locator("body[data-pending='0']").count() == 1, "Ben's outbox holds nothing of Ana's"
+    ben_choice = first.top_departments[1].department
+    page.keyboard.press("2")
+    next_shown(page, first.id)
+    page.wait_for_selector("body[data-saved='1']", state="attached")
+    # THEN his decision is his, and Ana's was never sent with his token
+    decided = stored(aws, first.id)
+    assert decided.review is not None and decided.review.by == "ben@example.com"
+    assert [e.department for e in decided.review_history] == [ben_choice]
+    assert calls.count((decision, ben)) == 1
+    # WHEN Ben signs out and Ana signs in again
+    sign_in.become("ana@example.com", "ana")
+    page.locator("#sign-out").click()
+    expect(page.locator("#user")).to_have_text("ana@example.com")
+    # THEN her kept decision is sent, with her token, and she is told Ben decided the photo first
+    banner = page.locator("#banner")
+    banner.wait_for()
+    assert "Someone else decided this photo first" in banner.inner_text()
+    assert (decision, ana) in calls
+    all_saved(page)
+    assert [len(sign_in.logout_requests), stored(aws, first.id).review_history[-1].department] == [2, ben_choice]

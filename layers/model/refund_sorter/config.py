@@ -28,6 +28,15 @@ class Settings(BaseSettings):
     # Limits on what we accept
     max_image_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Largest photo file accepted, in bytes")
     max_image_pixels: int = Field(64_000_000, gt=0, description="Largest photo accepted, in pixels (50 MP phones)")
+    # The smallest functions (API, embed) have 1,024 MB, ~340 MB of it the runtime and the model: this leaves ~200 MB
+    # spare. A 48 MP phone photo fits in every format phones write (HEIC ~330 MB, AVIF ~420 MB, JPEG a few MB at
+    # its draft scale), as does a 64 MP RGB PNG (~260 MB) or 16-bit greyscale one (~200 MB): bench/memory.md.
+    decode_memory_mb: int = Field(
+        480,
+        gt=0,
+        description="Most memory decoding may take at once in a process, all decode threads together, in MiB; "
+        "a photo that alone would need more is refused (decompression_bomb)",
+    )
 
     # Fetching URLs (the API fetches what strangers name)
     fetch_connect_timeout: float = Field(3.0, gt=0, description="Seconds to connect to a URL's host")

@@ -7,6 +7,15 @@ avoids); the model needs ~15 ms of CPU per photo in batches (bench/results.md). 
 orientation is read, not applied with ``ImageOps.exif_transpose`` (which copies the image and rewrites its
 EXIF): a mirror or half turn is applied to the 224×224 crop, a quarter turn to the draft-sized image.
 
+Memory is bounded by a budget (``Settings.decode_memory_mb``) rather than by pixels alone: a 141 KB 8,000 × 8,000
+16-bit PNG is within the pixel limit but 128 MB decoded, and converting it the obvious way (float64 copies) took
+1.6 GB. So each photo's peak is estimated from its header (mode, size, codec) before any pixel is decoded, a photo
+whose estimate exceeds the budget is refused as a ``decompression_bomb``, and decodes running in threads of one
+process hold their estimates from one shared budget. The steps are kept cheap so the estimates stay small: the
+photo is flattened to 8-bit greyscale or RGB a strip of rows at a time (no full-size float or RGBA copy), the decoded
+original is freed as soon as its flattened copy exists, and greyscale is made RGB only once resized to the crop.
+bench/memory.md has the peak per image mode before and after.
+
 Every refusal is an :class:`~refund_sorter.errors.ImageError` with a stable code; Pillow's own exceptions
 and warnings never escape.
 """
@@ -15,7 +24,10 @@ from __future__ import annotations
 
 import importlib
 import io
+import itertools
+import threading
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Final
@@ -23,10 +35,11 @@ from typing import TYPE_CHECKING, Final
 import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
 
+from refund_sorter.config import Settings
 from refund_sorter.errors import ErrorCode, ImageError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
 # The original system's formats plus WebP, BMP, TIFF and what phones send (HEIC/HEIF, AVIF), by Pillow's names.
 # Pillow only ever tries the decoder that the file's magic bytes name: anything else (PSD, ICO, EPS, …) is
@@ -77,6 +90,24 @@ _UPRIGHT: Final = {
 _SWAPS_AXES: Final = frozenset(
     {Image.Transpose.TRANSPOSE, Image.Transpose.ROTATE_270, Image.Transpose.TRANSVERSE, Image.Transpose.ROTATE_90}
 )
+
+MIB: Final = 1024 * 1024
+# The decode budget when a caller names none: the setting's default.
+DEFAULT_DECODE_MEMORY: Final = int(Settings.model_fields["decode_memory_mb"].default) * MIB
+# Bytes a pixel takes in Pillow's memory; every mode not named takes 4 (Pillow keeps RGB in 4 bytes, like RGBA).
+_PIXEL_BYTES: Final = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+# Modes flattened to 8-bit greyscale (made RGB only once resized to the crop); every other mode is flattened to RGB.
+_GREY_MODES: Final = frozenset({"1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
+_ALPHA_MODES: Final = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+# The codec's own buffers while it decodes, in bytes a pixel on top of the image Pillow keeps: libheif's and libavif's
+# YUV planes and RGB copy, libwebp's two canvases and the bytes Pillow copies out of them. Measured by `make memory`
+# (bench/memory.md: HEIF ~3.0, ~3.5 at 10 bits a channel; AVIF ~5.2; WebP ~12.3) and rounded up.
+_CODEC_BYTES: Final = {"HEIF": 4.0, "AVIF": 5.5, "WEBP": 13.0}
+# Rows flattened at a time: a few MB of float64 or RGBA whatever the width.
+_STRIP_BYTES: Final = 4 * MIB
+# What a decode allocates besides its full-size images: strips, the thumbnail's reduced copy, the resampling's
+# intermediate rows (~15 MB measured at 64 MP), with room to spare.
+_DECODE_SLACK: Final = 32 * MIB
 
 _MAGIC: Final[tuple[tuple[bytes, int, str], ...]] = (
     (b"\xff\xd8\xff", 0, "JPEG"),
@@ -156,12 +187,19 @@ class DecodedPhoto:
     thumbnail: bytes | None = None
 
 
-def load_image(data: bytes, *, max_bytes: int, max_pixels: int) -> np.ndarray:
+def load_image(data: bytes, *, max_bytes: int, max_pixels: int, max_memory: int = DEFAULT_DECODE_MEMORY) -> np.ndarray:
     """Decode a photo into the model's crop: ``uint8[224, 224, 3]`` RGB (:func:`decode_photo` without thumbnail)."""
-    return decode_photo(data, max_bytes=max_bytes, max_pixels=max_pixels).crop
+    return decode_photo(data, max_bytes=max_bytes, max_pixels=max_pixels, max_memory=max_memory).crop
 
 
-def decode_photo(data: bytes, *, max_bytes: int, max_pixels: int, thumbnail_side: int = 0) -> DecodedPhoto:
+def decode_photo(
+    data: bytes,
+    *,
+    max_bytes: int,
+    max_pixels: int,
+    thumbnail_side: int = 0,
+    max_memory: int = DEFAULT_DECODE_MEMORY,
+) -> DecodedPhoto:
     """Decode a photo into the model's crop and, if ``thumbnail_side`` > 0, a JPEG thumbnail of it.
 
     Parameters
@@ -170,6 +208,10 @@ def decode_photo(data: bytes, *, max_bytes: int, max_pixels: int, thumbnail_side
         The file's bytes, any accepted format.
     max_bytes, max_pixels
         Limits (from :class:`~refund_sorter.config.Settings`); larger inputs are refused before decoding.
+    max_memory
+        The process's decoding budget in bytes (``Settings.decode_memory_mb``): a photo whose estimated peak is
+        larger is refused before decoding; otherwise the decode waits until its estimate fits beside the decodes
+        other threads are running.
     thumbnail_side
         Longest side of the thumbnail; 0 for none. It is made from the pixels already decoded for the model
         (see :func:`_thumbnail`), never by decoding the photo again.
@@ -201,7 +243,20 @@ def decode_photo(data: bytes, *, max_bytes: int, max_pixels: int, thumbnail_side
                     ErrorCode.DECOMPRESSION_BOMB,
                     f"the image is {width}×{height} = {width * height:,} pixels; the limit is {max_pixels:,}",
                 )
-            return _crop_for_model(image, thumbnail_side)
+            if image.format in ("JPEG", "MPO"):  # MPO: a camera's multi-picture JPEG, read as its first picture
+                image.draft("RGB", (DRAFT_SIZE, DRAFT_SIZE))  # before the estimate: the size it will decode at
+            flattening, turning = _decode_cost(image.mode, image.size, fmt)
+            if flattening > max_memory:
+                raise ImageError(
+                    ErrorCode.DECOMPRESSION_BOMB,
+                    f"the image ({width}×{height}, {image.mode}) needs ~{flattening // MIB:,} MB to decode; "
+                    f"the limit is {max_memory // MIB:,} MB",
+                )
+            # Reserve for a quarter turn too when the budget allows (whether one is needed is known only once
+            # decoded, for a PNG); a turn that does not fit is applied to the resized crop instead.
+            reserve = max(flattening, turning) if turning <= max_memory else flattening
+            with _DECODE_MEMORY.hold(reserve, max_memory):
+                return _crop_for_model(image, fmt, thumbnail_side, reserve)
     except ImageError:
         raise
     except UnidentifiedImageError as exc:
@@ -235,81 +290,163 @@ def register_decoders() -> None:
         register_decoder(fmt)
 
 
-def _crop_for_model(image: Image.Image, thumbnail_side: int = 0) -> DecodedPhoto:
-    if image.format in ("JPEG", "MPO"):  # MPO: a camera's multi-picture JPEG, read as its first (JPEG) picture
-        image.draft("RGB", (DRAFT_SIZE, DRAFT_SIZE))
+class _DecodeMemory:
+    """The memory a process's decodes hold at once: each holds its estimate from one budget, first come first
+    served, so a worker's decode threads together stay within it (a phone JPEG holds a few MB: no waiting)."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._held = 0
+        self._tickets = itertools.count()
+        self._serving = 0
+
+    @contextmanager
+    def hold(self, nbytes: int, budget: int) -> Iterator[None]:
+        with self._changed:
+            ticket = next(self._tickets)
+            # In ticket order, so a large photo is not overtaken for ever by small ones.
+            self._changed.wait_for(lambda: ticket == self._serving and self._held + nbytes <= max(budget, nbytes))
+            self._serving += 1
+            self._held += nbytes
+            self._changed.notify_all()
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._held -= nbytes
+                self._changed.notify_all()
+
+
+_DECODE_MEMORY: Final = _DecodeMemory()
+
+
+def _decode_cost(mode: str, size: tuple[int, int], fmt: str) -> tuple[int, int]:
+    """Upper bounds, in bytes, of the peak memory of decoding and flattening an image (the codec's buffers and
+    Pillow's image; then the image and its flattened copy), and of turning the flattened image a quarter."""
+    pixels = size[0] * size[1]
+    stored = _PIXEL_BYTES.get(mode, 4) * pixels
+    flat = (1 if mode in _GREY_MODES else 4) * pixels
+    decoding = stored + int(_CODEC_BYTES.get(fmt, 0) * pixels)
+    flattening = stored + (0 if mode in ("L", "RGB") else flat)
+    return max(decoding, flattening) + _DECODE_SLACK, 2 * flat + _DECODE_SLACK
+
+
+def _crop_for_model(image: Image.Image, fmt: str, thumbnail_side: int, reserved: int) -> DecodedPhoto:
     # No seek: a freshly opened file is at an animation's first frame, and a HEIF file at its primary image
     # (which need not be the first one).
     image.load()
+    if _decode_cost(image.mode, image.size, fmt)[0] > reserved:  # a codec that changed its mind while loading
+        raise ImageError(ErrorCode.DECOMPRESSION_BOMB, f"the decoded image ({image.mode}) needs too much memory")
     # getexif() also reads the orientation of PNG/WebP/TIFF and XMP, as ImageOps.exif_transpose does.
     upright = _UPRIGHT.get(image.getexif().get(ExifTags.Base.Orientation, 1))
-    if upright in _SWAPS_AXES:
-        # A quarter turn swaps Pillow's two resampling passes (and their rounding), so turn first, as before.
-        image, upright = image.transpose(upright), None
-    rgb = _to_rgb(image)
-    crop = rgb.resize((MODEL_SIZE, MODEL_SIZE), Image.Resampling.BICUBIC, box=_centre_square(rgb.size, upright))
+    flat = _flatten(image)
+    if flat is not image:
+        image.close()  # frees the decoded pixels now rather than when the caller's `with` ends
+    if upright in _SWAPS_AXES and _decode_cost(flat.mode, flat.size, fmt)[1] <= reserved:
+        # A quarter turn swaps Pillow's two resampling passes (and their rounding), so turn first, as before,
+        # when the turned copy fits the budget; otherwise the crop is turned (a rounding apart).
+        turned = flat.transpose(upright)
+        flat.close()
+        flat, upright = turned, None
+    crop = flat.resize((MODEL_SIZE, MODEL_SIZE), Image.Resampling.BICUBIC, box=_centre_square(flat.size, upright))
     # A mirror or a half turn commutes with the resampling: apply it to the 224×224 crop, not the decoded image.
-    pixels = np.asarray(crop if upright is None else crop.transpose(upright), dtype=np.uint8)
-    return DecodedPhoto(pixels, _thumbnail(rgb, upright, thumbnail_side) if thumbnail_side > 0 else None)
+    # Greyscale is resized as such and made RGB here: the same pixels as resizing its RGB copy, a quarter of it.
+    crop = crop if upright is None else crop.transpose(upright)
+    pixels = np.asarray(crop.convert("RGB"), dtype=np.uint8)
+    return DecodedPhoto(pixels, _thumbnail(flat, upright, thumbnail_side) if thumbnail_side > 0 else None)
 
 
-def _thumbnail(rgb: Image.Image, mirror: Image.Transpose | None, side: int) -> bytes:
+def _thumbnail(flat: Image.Image, upright: Image.Transpose | None, side: int) -> bytes:
     """A JPEG of the decoded pixels, upright, at most ``side`` pixels long. A JPEG is decoded at its draft scale
     (a 12 MP photo is ~500×375 by now), which is already thumbnail-sized: this costs an encode, and a small
     resize for other formats and small JPEGs, never a second decode of the original."""
-    width, height = rgb.size
+    width, height = flat.size
     if max(width, height) > side:
         scale = side / max(width, height)
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        rgb = rgb.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
-    if mirror is not None:
-        rgb = rgb.transpose(mirror)
+        flat = flat.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+    if upright is not None:
+        flat = flat.transpose(upright)
     buffer = io.BytesIO()
-    rgb.save(buffer, format="JPEG", quality=THUMBNAIL_QUALITY)
+    flat.convert("RGB").save(buffer, format="JPEG", quality=THUMBNAIL_QUALITY)
     return buffer.getvalue()
 
 
-def _centre_square(size: tuple[int, int], mirror: Image.Transpose | None) -> tuple[int, int, int, int]:
-    """The model's centre square (offsets rounded as in the upright photo) as a box in the stored pixels, which
-    are the upright ones mirrored left-right, top-bottom, or both (a half turn)."""
+def _centre_square(size: tuple[int, int], upright: Image.Transpose | None) -> tuple[int, int, int, int]:
+    """The model's centre square of the upright photo (offsets rounded as there) as a box in the stored pixels,
+    which ``upright`` turns or mirrors into the upright photo."""
     width, height = size
+    wide, high = (height, width) if upright in _SWAPS_AXES else (width, height)  # the upright photo's size
     side = round(min(width, height) * CROP_FRACTION)
-    left, top = (width - side) // 2, (height - side) // 2
-    if mirror in (Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.ROTATE_180):
-        left = width - left - side
-    if mirror in (Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.ROTATE_180):
-        top = height - top - side
-    return left, top, left + side, top + side
+    left, top = (wide - side) // 2, (high - side) // 2
+    right, bottom = left + side, top + side
+    boxes = {  # the upright box, taken back through each transpose
+        None: (left, top, right, bottom),
+        Image.Transpose.FLIP_LEFT_RIGHT: (width - right, top, width - left, bottom),
+        Image.Transpose.FLIP_TOP_BOTTOM: (left, height - bottom, right, height - top),
+        Image.Transpose.ROTATE_180: (width - right, height - bottom, width - left, height - top),
+        Image.Transpose.TRANSPOSE: (top, left, bottom, right),
+        Image.Transpose.ROTATE_90: (width - bottom, left, width - top, right),
+        Image.Transpose.ROTATE_270: (top, height - right, bottom, height - left),
+        Image.Transpose.TRANSVERSE: (width - bottom, height - right, width - top, height - left),
+    }
+    return boxes[upright]
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
     """Flatten any mode to 8-bit RGB: transparency on white, 16-bit scaled, CMYK and palettes converted."""
+    flat = _flatten(image)
+    return flat if flat.mode == "RGB" else flat.convert("RGB")
+
+
+def _flatten(image: Image.Image) -> Image.Image:
+    """Any mode → 8-bit greyscale or RGB (the image itself if it is one): transparency on white, 16-bit and
+    float scaled, CMYK and palettes converted. Each step needs one flattened copy and a strip, no more."""
     mode = image.mode
     if mode == "LAB":
         # Pillow converts CIELab through LittleCMS, which the Lambda layer leaves out (phones never write Lab).
         raise ImageError(ErrorCode.UNSUPPORTED_FORMAT, f"CIELab images are not supported; send {ACCEPTED_NAMES} in RGB")
+    if mode in ("L", "RGB"):
+        return image
+    target = "L" if mode in _GREY_MODES else "RGB"
     if mode.startswith("I") or mode == "F":
-        image = _to_8bit(image)
-        mode = image.mode
-    if mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    elif mode in ("PA", "LA", "La", "RGBa"):
-        image = image.convert("RGBA")
-    elif mode == "1":
-        image = image.convert("L")
-    if image.mode == "RGBA":
-        background = Image.new("RGB", image.size, WHITE)
-        background.paste(image, mask=image.getchannel("A"))
-        return background
-    return image if image.mode == "RGB" else image.convert("RGB")
+        return _to_8bit(image)
+    if mode in _ALPHA_MODES or (mode == "P" and "transparency" in image.info):
+        return _on_white(image, target)
+    return image.convert(target)  # 1, P, CMYK, YCbCr, RGBX: pixel by pixel, straight into the copy
+
+
+def _strips(size: tuple[int, int], bytes_per_pixel: int) -> Iterator[tuple[int, int, int, int]]:
+    width, height = size
+    rows = max(1, _STRIP_BYTES // (bytes_per_pixel * width))
+    for top in range(0, height, rows):
+        yield 0, top, width, min(height, top + rows)
+
+
+def _on_white(image: Image.Image, target: str) -> Image.Image:
+    """Transparency composited on white, a strip of rows at a time (a full-size RGBA copy and alpha channel would
+    cost as much again as the photo): per pixel, exactly what pasting the whole RGBA image did."""
+    flat = Image.new(target, image.size, WHITE if target == "RGB" else WHITE[0])
+    for box in _strips(image.size, 4):
+        strip = image.crop(box)
+        if strip.mode != "RGBA":
+            strip = strip.convert("RGBA")
+        flat.paste(strip, box, mask=strip.getchannel("A"))
+    return flat
 
 
 def _to_8bit(image: Image.Image) -> Image.Image:
-    """16-bit and float greyscale → 8-bit. Pillow's own convert clips at 255 instead of scaling."""
-    pixels = np.asarray(image, dtype=np.float64)
-    peak = float(pixels.max()) if pixels.size else 0.0
+    """16-bit and float greyscale → 8-bit, a strip of rows at a time (the whole image in float64 is 8 bytes a
+    pixel, and the arithmetic copies it twice). Pillow's own convert clips at 255 instead of scaling."""
+    boxes = list(_strips(image.size, 8))
+    # Pillow's getextrema() refuses big-endian 16-bit; NaN propagates as in np.max of the whole image.
+    peak = float(np.max([np.asarray(image.crop(box)).max() for box in boxes])) if boxes else 0.0
     full_scale = 1.0 if image.mode == "F" and peak <= 1.0 else 255.0 if peak <= 255 else 65535.0
-    return Image.fromarray(np.clip(pixels * (255.0 / full_scale), 0, 255).astype(np.uint8), mode="L")
+    flat = Image.new("L", image.size)
+    for box in boxes:
+        pixels = np.asarray(image.crop(box), dtype=np.float64)
+        flat.paste(Image.fromarray(np.clip(pixels * (255.0 / full_scale), 0, 255).astype(np.uint8)), box)
+    return flat
 
 
 def to_model_input(crops: Sequence[np.ndarray]) -> np.ndarray:

@@ -163,6 +163,7 @@ class Sorter:
             data,
             max_bytes=self.settings.max_image_bytes,
             max_pixels=self.settings.max_image_pixels,
+            max_memory=self.settings.decode_memory_mb * 1024 * 1024,
             thumbnail_side=self.settings.thumbnail_side if thumbnail else 0,
         )
 

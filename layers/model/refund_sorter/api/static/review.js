@@ -1,8 +1,9 @@
 // The review page: one photo at a time, keyboard first. A decision is taken at once: the next photo is already
-// decoded in memory, and the decision goes to the API through an outbox that keeps it (in localStorage, across
-// reloads and sign-ins) until the API has it. Nothing here waits on the network between two decisions.
+// decoded in memory, and the decision goes to the API through the reviewer's outbox, which keeps it (in
+// localStorage, across reloads, tabs and sign-ins) until the API has it. Nothing here waits on the network between
+// two decisions.
 
-import { Session, SignInError } from "./sign-in.js";
+import { LOCAL_REVIEWER, Session, SignInError } from "./sign-in.js";
 import { renderSummary } from "./summary.js";
 
 const API = new URL(".", window.location.href); // the page is <api>/review: the routes are its siblings
@@ -10,7 +11,9 @@ const PRELOAD = 4; // photos fetched and decoded ahead of the one on screen
 const PAGE_SIZE = 50;
 const REFILL_BELOW = 10;
 const KEEP_DECIDED = 20; // decoded photos kept for undo
-const OUTBOX_KEY = "refund-sorter.outbox";
+const OUTBOX_PREFIX = "refund-sorter.outbox."; // + the reviewer's subject + ":" + one decision's key
+const LEGACY_OUTBOX_KEY = "refund-sorter.outbox"; // one list shared by every tab and every reviewer (before)
+const OUTBOX_CHECK_MS = 5000; // how often a tab looks for decisions left by a tab that closed while sending
 const RETRY_MS = [500, 1000, 2000, 5000, 10000];
 
 const $ = (id) => document.getElementById(id);
@@ -112,57 +115,152 @@ function hideBanner() {
 // Decisions and undos on their way to the API, one at a time and in order (an undo follows its decision).
 // A failure that may pass (the API down, a 5xx, an expired sign-in) is retried; nothing is dropped until the
 // API has answered it.
+//
+// One outbox per reviewer, shared by their tabs: each decision is its own localStorage key under the reviewer's
+// subject, so tabs never write over each other's decisions, and a page only ever reads (and sends) the outbox of
+// the reviewer signed in on it: after a sign-out, another reviewer's page leaves it alone, and it is sent when its
+// reviewer signs in again. One tab at a time sends (a Web Lock per outbox), all of the outbox, oldest first:
+// decisions left by a tab that closed are sent by another one.
+let opCount = 0;
+const TAB = Math.random().toString(36).slice(2, 8);
+// Sorts by time: the outbox is sent in the order the decisions were made, whichever tab made them.
+const nextOpKey = () => `${String(Date.now()).padStart(15, "0")}-${String((opCount += 1)).padStart(6, "0")}-${TAB}`;
+
 class Outbox {
-  constructor() {
-    try {
-      this.ops = JSON.parse(localStorage.getItem(OUTBOX_KEY) || "[]");
-    } catch {
-      this.ops = [];
-    }
-    this.ops.forEach((op) => delete op.inFlight);
+  constructor(subject) {
+    this.subject = subject;
+    this.prefix = `${OUTBOX_PREFIX}${encodeURIComponent(subject)}:`;
     this.running = false;
     this.failures = 0;
     this.saved = 0;
+    this.adoptLegacy();
+    window.addEventListener("storage", (event) => this.changedElsewhere(event));
+    setInterval(() => {
+      if (!this.running && this.keys().length) this.run();
+    }, OUTBOX_CHECK_MS);
   }
 
-  persist() {
-    localStorage.setItem(OUTBOX_KEY, JSON.stringify(this.ops));
-    document.body.dataset.pending = String(this.ops.length);
+  // The one shared list of before: whose decisions it holds is unknown, so only the local stack (where everyone
+  // is the same reviewer) takes it over; a signed-in page never sends it.
+  adoptLegacy() {
+    if (this.subject !== LOCAL_REVIEWER || localStorage.getItem(LEGACY_OUTBOX_KEY) === null) return;
+    let ops = [];
+    try {
+      ops = JSON.parse(localStorage.getItem(LEGACY_OUTBOX_KEY)) || [];
+    } catch {
+      ops = [];
+    }
+    for (const op of ops) {
+      delete op.inFlight;
+      localStorage.setItem(this.prefix + nextOpKey(), JSON.stringify(op));
+    }
+    localStorage.removeItem(LEGACY_OUTBOX_KEY);
+  }
+
+  keys() {
+    const keys = [];
+    for (let i = 0; i < localStorage.length; i += 1) {
+      const key = localStorage.key(i);
+      if (key && key.startsWith(this.prefix)) keys.push(key);
+    }
+    return keys.sort();
+  }
+
+  read(key) {
+    try {
+      const op = JSON.parse(localStorage.getItem(key));
+      return op && op.kind ? op : null;
+    } catch {
+      return null;
+    }
+  }
+
+  // What waits, oldest first, each with its key.
+  get ops() {
+    return this.keys()
+      .map((key) => ({ key, op: this.read(key) }))
+      .filter(({ op }) => op)
+      .map(({ key, op }) => ({ ...op, key }));
+  }
+
+  write(key, op) {
+    const { key: _, ...stored } = op;
+    localStorage.setItem(key, JSON.stringify(stored));
+  }
+
+  changed() {
+    document.body.dataset.pending = String(this.keys().length);
     renderOutbox(this);
   }
 
+  // Another tab of this browser changed an outbox: if it is this reviewer's, show it, and don't offer a photo
+  // that other tab has just decided.
+  changedElsewhere(event) {
+    if (event.storageArea !== localStorage || !event.key || !event.key.startsWith(this.prefix)) return;
+    this.changed();
+    if (event.newValue && !event.oldValue) {
+      const op = this.read(event.key);
+      if (op && op.kind === "decide") {
+        state.seen.add(op.id);
+        dropFromQueue(op.id);
+      }
+    }
+  }
+
   push(op) {
-    this.ops.push(op);
-    this.persist();
+    this.write(this.prefix + nextOpKey(), op);
+    this.changed();
     this.run();
   }
 
   // Take back an op not yet sent; true if there was one.
   withdraw(predicate) {
-    const index = this.ops.findIndex((op) => !op.inFlight && predicate(op));
-    if (index < 0) return false;
-    this.ops.splice(index, 1);
-    this.persist();
+    const op = this.ops.find((waiting) => !waiting.inFlight && predicate(waiting));
+    if (!op) return false;
+    localStorage.removeItem(op.key);
+    this.changed();
     return true;
   }
 
-  async run() {
+  run() {
     if (this.running) return;
     this.running = true;
-    while (this.ops.length) {
-      const op = this.ops[0];
-      op.inFlight = true;
+    // A browser without Web Locks (none the page supports otherwise) sends from every tab: a repeat is a conflict.
+    const sending = navigator.locks ? navigator.locks.request(this.prefix, () => this.drain()) : this.drain();
+    sending.finally(() => {
+      this.running = false;
+      this.lastError = null;
+      this.changed();
+    });
+  }
+
+  async drain() {
+    // Only under this reviewer's own token: the page is signed in as them, or sends nothing at all.
+    while (session.subject === this.subject) {
+      const [key] = this.keys();
+      if (!key) return;
+      const op = this.read(key);
+      if (!op) {
+        localStorage.removeItem(key); // unreadable: nothing to send
+        continue;
+      }
+      op.inFlight = true; // from now on an undo is sent after it rather than withdrawing it
+      this.write(key, op);
       try {
         const result = await send(op);
-        this.ops.shift();
+        localStorage.removeItem(key);
         this.failures = 0;
         this.saved += 1;
-        document.body.dataset.saved = String(this.saved); // how many the API has taken: a signal to tests, too
-        for (const later of this.ops) if (later.id === op.id && result) later.revision = result.revision;
-        this.persist();
+        document.body.dataset.saved = String(this.saved); // how many this tab has sent: a signal to tests, too
+        if (result) {
+          for (const later of this.ops) {
+            if (later.id === op.id) this.write(later.key, { ...later, revision: result.revision });
+          }
+        }
+        this.changed();
         settled(op, result, null);
       } catch (error) {
-        op.inFlight = false;
+        if (localStorage.getItem(key) !== null) this.write(key, { ...op, inFlight: false });
         if (error instanceof ApiError && error.retriable) {
           this.lastError = error;
           this.failures += 1;
@@ -170,14 +268,11 @@ class Outbox {
           await sleep(RETRY_MS[Math.min(this.failures - 1, RETRY_MS.length - 1)]);
           continue;
         }
-        this.ops.shift();
-        this.persist();
+        localStorage.removeItem(key);
+        this.changed();
         settled(op, null, error);
       }
     }
-    this.running = false;
-    this.lastError = null;
-    renderOutbox(this);
   }
 }
 
@@ -189,7 +284,7 @@ function send(op) {
 
 function renderOutbox(outbox) {
   const box = $("outbox");
-  const waiting = outbox.ops.length;
+  const waiting = outbox.keys().length;
   if (!waiting || !outbox.lastError) {
     box.hidden = true;
     return;
@@ -200,7 +295,7 @@ function renderOutbox(outbox) {
     `(${outbox.lastError.status || "no answer"}). Retrying; nothing is lost, even if you reload the page.`;
 }
 
-const outbox = new Outbox();
+let outbox = null; // the signed-in reviewer's, once start() knows who they are
 
 function recordFor(id) {
   for (let i = state.decisions.length - 1; i >= 0; i -= 1) if (state.decisions[i].id === id) return state.decisions[i];
@@ -620,14 +715,16 @@ async function start() {
     showBanner(error.message, { error: true, actions: [["Sign in", () => session.begin()]] });
     return;
   }
+  outbox = new Outbox(session.subject);
   if (session.enabled) {
     $("user").textContent = session.user || "";
     $("user").hidden = false;
     $("sign-out").hidden = false;
     $("sign-out").addEventListener("click", () => session.signOut());
   }
-  document.body.dataset.pending = String(outbox.ops.length);
-  // Decisions left from before a reload or a sign-in: send them, and don't show their photos again meanwhile.
+  outbox.changed();
+  // This reviewer's decisions left from before a reload, a sign-in or in another tab: send them, and don't show
+  // their photos again meanwhile.
   const lastOp = new Map(outbox.ops.map((op) => [op.id, op.kind]));
   for (const [id, kind] of lastOp) if (kind === "decide") state.seen.add(id);
   outbox.run();

@@ -4,6 +4,7 @@
 // Tokens live in sessionStorage (this tab only). With no settings (the local stack), nobody signs in.
 
 const KEY = "refund-sorter.sign-in";
+export const LOCAL_REVIEWER = "local"; // refund_sorter.api.identity.LOCAL_REVIEWER
 
 function base64url(bytes) {
   let text = "";
@@ -78,6 +79,16 @@ export class Session {
     if (!tokens) return null;
     const claims = claimsOf(tokens.id_token);
     return claims.email || claims["cognito:username"] || null;
+  }
+
+  // Who is signed in, as a key that never changes for them: the ID token's subject (Cognito's user id; an e-mail
+  // address can change hands). The local stack has no sign-in: everyone is "local", as the API records them.
+  get subject() {
+    if (!this.enabled) return LOCAL_REVIEWER;
+    const tokens = load().tokens;
+    if (!tokens) return null;
+    const claims = claimsOf(tokens.id_token);
+    return claims.sub || claims["cognito:username"] || claims.email || null;
   }
 
   // Finish a sign-in that came back to the page (?code=…&state=…), or start one. Resolves when signed in;
