@@ -20,33 +20,25 @@ import json
 import os
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
+from bench.clothing import DEFAULT_DATASETS, evaluate_head, evaluate_taxonomy, list_split, train_head
+from bench.common import ROOT
+from bench.preprocessing import PREPROCESSING_JSON
+from bench.preprocessing import to_markdown as preprocessing_section
+
 if TYPE_CHECKING:
     from refund_sorter.vision.sorter import Sorter
 
-ROOT: Final = Path(__file__).resolve().parents[1]
-DEFAULT_DATASETS: Final = ROOT.parent / "shared" / "datasets"
 CACHE_DIR: Final = ROOT / "out" / "accuracy"
 RESULTS_JSON: Final = ROOT / "bench" / "accuracy.json"
 RESULTS_MD: Final = ROOT / "bench" / "accuracy.md"
-PREPROCESSING_JSON: Final = ROOT / "bench" / "preprocessing.json"
-THREE_WAY: Final = {"hat": "hat", "shoes": "shoes"}  # every other class is "clothing"
 LEARNING_CURVE: Final = (10, 25, 50, None)  # photos per class; None = all
 NOT_PRODUCTS: Final = ("skimage/chelsea", "skimage/rocket", "sklearn/china", "skimage/coffee", "skimage/astronaut")
 GATES: Final = (0.3, 0.5, 0.7, 0.9)
-
-
-def three_way(department: str) -> str:
-    return THREE_WAY.get(department, "clothing")
-
-
-def list_split(folder: Path) -> list[tuple[str, Path]]:
-    return [(c.name, p) for c in sorted(folder.iterdir()) if c.is_dir() for p in sorted(c.glob("*.jpg"))]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,13 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     classes = sorted(set(train["labels"].tolist()))
 
     # --- the product's head, trained like `refund-sorter train` on train/ only
-    head = fit(
-        Labelled(train["features"], train["labels"].tolist(), not_a_product=train["not_a_product"]),
-        backbone=backbone,
-        target_precision=settings.target_precision,
-        gate=settings.not_a_product_gate,
-        minimum=settings.min_photos_per_department,
-    )
+    head = train_head(train, backbone, settings)
     head_report = evaluate_head(head, validation, classes)
     baseline = evaluate_taxonomy(validation)
 
@@ -177,52 +163,6 @@ def extract_with_results(sorter: Sorter, files: list[tuple[str, Path]], cache: P
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, allow_pickle=False, **data)
     return data
-
-
-def evaluate_head(head: Any, data: dict[str, Any], classes: list[str]) -> dict[str, Any]:
-    """The head as the Sorter applies it (threshold, gate) on validation/: top-1, per class, coverage."""
-    from refund_sorter_training.fit import scores_by_department
-
-    probabilities = head.probabilities(data["features"])
-    predicted = np.array(head.departments)[probabilities.argmax(axis=1)]
-    truth = data["labels"]
-    confidence = probabilities.max(axis=1)
-    gated = data["not_a_product"] >= head.gate
-    auto = (confidence >= head.threshold) & ~gated
-    return {
-        "top1": round(float((predicted == truth).mean()), 4),
-        "per_class": scores_by_department(truth, predicted, classes, classes),
-        "threshold": head.threshold,
-        "auto_sorted": round(float(auto.mean()), 4),
-        "auto_sorted_precision": round(float((predicted[auto] == truth[auto]).mean()), 4) if auto.any() else None,
-        "gated_as_not_a_product": round(float(gated.mean()), 4),
-        "three_way_accuracy": round(
-            float(np.mean([three_way(p) == three_way(t) for p, t in zip(predicted, truth, strict=True)])), 4
-        ),
-        "hat_recall": round(float((predicted[truth == "hat"] == "hat").mean()), 4),
-        "hats_auto_sorted_as_hat": int(((predicted == "hat") & (truth == "hat") & auto).sum()),
-        "hats": int((truth == "hat").sum()),
-    }
-
-
-def evaluate_taxonomy(data: dict[str, Any]) -> dict[str, Any]:
-    """The shipped ImageNet taxonomy on the same photos: clothing/shoes is all it can say (no hat department)."""
-    truth = data["labels"]
-    expected = np.array(["shoes" if t == "shoes" else "clothing" for t in truth])  # hats count as clothing here
-    predicted = data["taxonomy"]
-    auto = data["taxonomy_status"] == "classified"
-    three = np.array([three_way(t) for t in truth])
-    return {
-        "two_way_accuracy_clothing_or_shoes": round(float((predicted == expected).mean()), 4),
-        "three_way_accuracy": round(float((predicted == three).mean()), 4),  # never says "hat"
-        "auto_sorted": round(float(auto.mean()), 4),
-        "auto_sorted_precision_two_way": round(float((predicted[auto] == expected[auto]).mean()), 4),
-        "hats_auto_sorted": int((auto & (truth == "hat")).sum()),
-        "hats_auto_sorted_right_two_way": int((auto & (truth == "hat") & (predicted == "clothing")).sum()),
-        "hats": int((truth == "hat").sum()),
-        "predictions": dict(Counter(predicted.tolist()).most_common()),
-        "top1_ten_classes": "n/a: the taxonomy has no department per clothing class",
-    }
 
 
 def extraction_rate(sorter: Sorter, files: list[tuple[str, Path]]) -> float:
@@ -370,8 +310,6 @@ def to_markdown(report: dict[str, Any], classes: list[str]) -> str:
     for name, s in gate["not_products"].items():
         lines.append(f"| {name} | {s['status']} | {s['reason']} | {s['head_says']} ({s['head_confidence']:.2f}) |")
     if PREPROCESSING_JSON.is_file():  # written by `python -m bench.preprocessing`, which compares crops
-        from bench.preprocessing import to_markdown as preprocessing_section
-
         lines += ["", preprocessing_section(json.loads(PREPROCESSING_JSON.read_text(encoding="utf-8"))).rstrip("\n")]
     return "\n".join(lines) + "\n"
 

@@ -1,159 +1,139 @@
-"""Cold start driver: a fresh process imports the predict handler and serves its first POST /predictions.
-
-Run by ``bench/run.py`` as ``python bench/cold_start.py EVENT.json OUT.json [HANDLER_DIR]`` from the repo root, with the
-predict function's environment (as the template gives it) pointing at the benchmark's moto server. Only the
-standard library is imported before the handler, so the import stamp is the handler's own cost. Each phase
-writes a marker line to stderr so a ``-X importtime`` run can attribute every import to its phase.
-
-Phases (``time.perf_counter`` stamps, milliseconds):
-  import         ``import predict_handler`` (what Lambda's init phase runs)
-  first_request  ``lambda_handler(event)`` for the first POST, split by wrappers into
-                 decode (``load_image``), onnxruntime import, session creation, first inference, and the rest
-                 (service construction: settings, taxonomy, boto3 clients; request parsing; DynamoDB put; logging)
-"""
+"""Cold start: fresh processes (``bench/cold_start_child.py``) import the predict handler and answer their first
+``POST /predictions`` against the stack's moto server; medians, the first request split into its parts, and
+``-X importtime`` self times by package."""
 
 from __future__ import annotations
 
+import base64
+import functools
+import json
+import re
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-STARTED = time.perf_counter()
-STARTED_WALL = time.time()
+from bench import corpus as corpus_module
+from bench.common import ROOT, median
+from bench.predict import post_event
 
-import contextlib  # noqa: E402 - stdlib only, after the first stamp
-import functools  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
-HEAVY = (
-    "numpy",
-    "PIL",
-    "onnxruntime",
-    "pydantic",
-    "pydantic_settings",
-    "aws_lambda_powertools",
-    "aws_xray_sdk",
-    "boto3",
-    "botocore",
-    "urllib3",
-    "yaml",
-)
+_IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")
 
 
-class Context:
-    """The parts of Lambda's context object Powertools reads (refund_sorter_cli.local_stack has one, but importing it
-    would load PyYAML, which the deployed handler never does)."""
-
-    function_name = "cold-start-bench"
-    memory_limit_in_mb = 1024
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:cold-start-bench"
-    aws_request_id = "00000000-0000-0000-0000-000000000000"
-    function_version = "$LATEST"
-    log_group_name = "/aws/lambda/local"
-    log_stream_name = "local"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
-
-
-def marker(phase: str) -> None:
-    print(f"## phase {phase}", file=sys.stderr, flush=True)
-
-
-def timed(owner: Any, name: str, key: str, parts: dict[str, float]) -> None:
-    """Replace ``owner.name`` with a wrapper that records its first call's duration as ``parts[key]``."""
-    original = getattr(owner, name)
-
-    @functools.wraps(original)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            parts.setdefault(key, (time.perf_counter() - start) * 1000)
-
-    setattr(owner, name, wrapper)
-
-
-def install_timers(handler_module: Any, parts: dict[str, float]) -> float:
-    """Wrap the first request's parts; returns the ms spent importing the modules the wrappers need (which the
-    first request would import anyway, so they are added back to it)."""
-    started = time.perf_counter()
-    import refund_sorter.storage.dynamodb as store_module
-    import refund_sorter.vision.classifier as classifier_module
-    import refund_sorter.vision.images as images_module
-    import refund_sorter.vision.sorter  # noqa: F401 - what get_service imports, timed here with the rest
-
-    import_ms = (time.perf_counter() - started) * 1000
-    timed(images_module, "load_image", "decode_ms", parts)
-    timed(handler_module, "get_service", "get_service_ms", parts)  # settings, taxonomy (and whatever it builds)
-    timed(store_module.DynamoResultStore, "__init__", "store_client_ms", parts)  # boto3 import + DynamoDB client
-    timed(store_module.DynamoResultStore, "add", "store_add_ms", parts)  # the DynamoDB put
-    timed(classifier_module.Classifier, "probabilities", "probabilities_ms", parts)
-    session_property = classifier_module.Classifier.__dict__["session"]
-
-    def timed_session(self: Any) -> Any:
-        start = time.perf_counter()
-        import onnxruntime  # noqa: F401 - timed on its own
-
-        parts["import_onnxruntime_ms"] = (time.perf_counter() - start) * 1000
-        start = time.perf_counter()
-        session = session_property.func(self)
-        parts["session_create_ms"] = (time.perf_counter() - start) * 1000
-        return session
-
-    replacement = functools.cached_property(timed_session)
-    replacement.__set_name__(classifier_module.Classifier, "session")
-    classifier_module.Classifier.session = replacement  # type: ignore[method-assign,assignment]
-    return import_ms
+def cold_start(env: dict[str, str], data: bytes, runs: int, handler_dir: str = "functions/predict") -> dict[str, Any]:
+    """Fresh processes (bench/cold_start.py) that import the handler and answer one POST; medians of ``runs``.
+    ``handler_dir``: another copy of the handler, to measure a proposed change before making it."""
+    with tempfile.TemporaryDirectory(prefix="refund-sorter-bench-") as tmp:
+        event_path = Path(tmp) / "event.json"
+        event_path.write_text(json.dumps(post_event(json.dumps({"image_base64": base64.b64encode(data).decode()}))))
+        # The layer ships .pyc compiled for its Python (layers/model/Makefile); this shell may say
+        # PYTHONDONTWRITEBYTECODE. So: bytecode in a cache under bench/corpus/ (gitignored), primed by one
+        # unmeasured run, then every measured process reads it, as Lambda reads the layer's.
+        env = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env["PYTHONPYCACHEPREFIX"] = str(corpus_module.CORPUS_ROOT / "pycache")
+        subprocess.run(
+            [sys.executable, "bench/cold_start_child.py", str(event_path), str(Path(tmp) / "prime.json"), handler_dir],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        samples = []
+        for i in range(runs):
+            out_path = Path(tmp) / f"cold-{i}.json"
+            spawned = time.time()
+            subprocess.run(
+                [sys.executable, "bench/cold_start_child.py", str(event_path), str(out_path), handler_dir],
+                cwd=ROOT,
+                env=env,
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            stamps = json.loads(out_path.read_text())
+            if stamps["status"] != 201:
+                raise RuntimeError(f"cold start answered {stamps['status']}: {stamps.get('body')}")
+            stamps["interpreter_start_ms"] = (stamps["process_started_wall"] - spawned) * 1000
+            samples.append(stamps)
+        # One more run under -X importtime, to see which packages the time goes to (it slows imports a little).
+        traced = subprocess.run(
+            [
+                sys.executable,
+                "-X",
+                "importtime",
+                "bench/cold_start_child.py",
+                str(event_path),
+                str(Path(tmp) / "traced.json"),
+            ],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    return summarise_cold(samples, importtime_by_phase(traced.stderr))
 
 
-def main() -> None:
-    event_path, out_path = sys.argv[1], sys.argv[2]
-    event = json.loads(Path(event_path).read_text())
-    handler_dir = sys.argv[3] if len(sys.argv) > 3 else "functions/predict"  # a variant, to try a change
-    sys.path.insert(0, str(Path(handler_dir).resolve()))  # Lambda's task root is on sys.path
-
-    marker("import")
-    t0 = time.perf_counter()
-    import predict_handler  # type: ignore[import-not-found]
-
-    import_ms = (time.perf_counter() - t0) * 1000
-    loaded_by_import = [m for m in HEAVY if m in sys.modules]
-
-    marker("first_request")
-    parts: dict[str, float] = {}
-    import_pipeline_ms = install_timers(predict_handler, parts)
-    with contextlib.redirect_stdout(sys.stderr):  # Powertools' metrics go to stdout
-        t1 = time.perf_counter()
-        reply = predict_handler.lambda_handler(event, Context())
-        first_ms = (time.perf_counter() - t1) * 1000 + import_pipeline_ms
-        marker("second_request")
-        t2 = time.perf_counter()
-        second = predict_handler.lambda_handler(event, Context())
-        second_ms = (time.perf_counter() - t2) * 1000
-    marker("done")
-    model_setup = parts.get("session_create_ms", 0.0) + parts.get("import_onnxruntime_ms", 0.0)
-    stamps = {
-        "import_ms": import_ms,
-        "loaded_by_import": loaded_by_import,
-        "import_pipeline_ms": import_pipeline_ms,
-        "status": reply["statusCode"],
-        "second_status": second["statusCode"],
-        "first_request_ms": first_ms,
-        "second_request_ms": second_ms,
-        "parts": parts,
-        "first_inference_ms": parts.get("probabilities_ms", 0.0) - model_setup,
-        "process_started_wall": STARTED_WALL,
-        "driver_total_ms": (time.perf_counter() - STARTED) * 1000,
-        "loaded_after_request": [m for m in HEAVY if m in sys.modules],
-        "body": json.loads(reply["body"]) if reply.get("body") else None,
+def importtime_by_phase(stderr: str) -> dict[str, dict[str, float]]:
+    """``-X importtime`` self times summed by top-level package, per driver phase (markers in stderr)."""
+    phases: dict[str, dict[str, float]] = {}
+    phase = "startup"
+    for line in stderr.splitlines():
+        if line.startswith("## phase "):
+            phase = line.removeprefix("## phase ").strip()
+            continue
+        match = _IMPORT_LINE.match(line)
+        if match:
+            package = match[4].split(".")[0]
+            totals = phases.setdefault(phase, {})
+            totals[package] = totals.get(package, 0.0) + int(match[1]) / 1000
+    return {
+        p: {k: round(v, 1) for k, v in sorted(c.items(), key=lambda kv: -kv[1])[:12]}
+        | {"_total": round(sum(c.values()), 1)}
+        for p, c in phases.items()
     }
-    Path(out_path).write_text(json.dumps(stamps))
-    os._exit(0)  # no atexit work (Powertools flushes, thread pools) in the measured process's tail
 
 
-if __name__ == "__main__":
-    main()
+def part(name: str, sample: dict[str, Any]) -> float:
+    return float(sample["parts"].get(name, 0.0))
+
+
+def summarise_cold(samples: list[dict[str, Any]], by_package: dict[str, dict[str, float]]) -> dict[str, Any]:
+    def med(get: Callable[[dict[str, Any]], float]) -> float:
+        return round(median([get(s) for s in samples]), 1)
+
+    parts = (
+        "get_service_ms",
+        "store_client_ms",
+        "decode_ms",
+        "import_onnxruntime_ms",
+        "session_create_ms",
+        "store_add_ms",
+    )
+    first_request = med(lambda s: s["first_request_ms"])
+    summary = {
+        "runs": len(samples),
+        "interpreter_start_ms": med(lambda s: s["interpreter_start_ms"]),
+        "import_handler_ms": med(lambda s: s["import_ms"]),
+        "first_request_ms": first_request,
+        "first_request_parts_ms": {p: med(functools.partial(part, p)) for p in parts}
+        | {
+            "first_inference": med(lambda s: s["first_inference_ms"]),
+            "import_refund_sorter_pipeline": med(lambda s: s["import_pipeline_ms"]),
+        },
+        "second_request_ms": med(lambda s: s["second_request_ms"]),
+        "import_plus_first_request_ms": med(lambda s: s["import_ms"] + s["first_request_ms"]),
+        "total_to_first_answer_ms": med(lambda s: s["interpreter_start_ms"] + s["import_ms"] + s["first_request_ms"]),
+        "loaded_by_handler_import": samples[0]["loaded_by_import"],
+        "importtime_self_ms_by_package": by_package,
+    }
+    rest = first_request - sum(summary["first_request_parts_ms"].values())
+    summary["first_request_parts_ms"]["rest (routing, validation, base64, taxonomy, Result, logging)"] = round(rest, 1)
+    return summary

@@ -1,6 +1,6 @@
 """``make bench-night``: the nightly fan-out's numbers, written to ``bench/fanout.json`` and ``bench/fanout.md``.
 
-Two measurements, each in this one run, on one moto server (a child process on 127.0.0.1):
+Two measurements, each in this one run, on one local stack (``refund-sorter local`` in a child process):
 
 1. **The worker at the pipeline's speed.** The bench corpus (:mod:`bench.corpus`: 112 phone-like 8–12 MP
    JPEGs) through the in-memory pipeline (``Sorter.classify`` → ``MemoryResultStore``, as ``make bench``
@@ -25,17 +25,19 @@ import platform
 import shutil
 import statistics
 import time
-import urllib.request
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from bench import common
+
 if TYPE_CHECKING:
     from refund_sorter.vision.sorter import Sorter
     from refund_sorter_cli.stepfunctions import Event
     from refund_sorter_cli.template import Template
+    from tests.stack_process import RunningStack
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 RESULTS_JSON: Final = ROOT / "bench" / "fanout.json"
@@ -56,21 +58,19 @@ def children_cpu_seconds() -> float:
 
 
 def log(message: str) -> None:
-    print(f"[bench-night {time.strftime('%H:%M:%S')}] {message}", flush=True)
+    common.log(message, "bench-night")
 
 
 # ------------------------------------------------------------------------------------------------ the stack
 
 
-def fresh_stack(endpoint: str, template: Template) -> None:
+def fresh_stack(stack: RunningStack, template: Template) -> None:
     """Empty moto, then the template's bucket and tables (as the local stack makes them)."""
     from refund_sorter.config import get_settings
     from refund_sorter.storage.clients import reset_clients
-    from refund_sorter_cli.local_stack import create_resources, function_environment
+    from refund_sorter_cli.local_stack import function_environment
 
-    reset = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")  # noqa: S310 - our moto, http://127.0.0.1
-    urllib.request.urlopen(reset, timeout=30)  # noqa: S310 - the same
-    create_resources(template)
+    stack.reset(template)
     for key, value in function_environment(template, "ClassifyChunkFunction").items():
         os.environ[key] = value
     get_settings.cache_clear()
@@ -121,9 +121,9 @@ def check_each_photo_once(keys: list[str]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------ 1. worker vs pipeline
 
 
-def worker_vs_pipeline(endpoint: str, template: Template, sorter: Sorter, rounds: int) -> dict[str, Any]:
+def worker_vs_pipeline(stack: RunningStack, template: Template, sorter: Sorter, rounds: int) -> dict[str, Any]:
     from bench import corpus as corpus_module
-    from bench.run import pipeline_memory
+    from bench.pipeline import pipeline_memory
     from refund_sorter.config import get_settings
     from refund_sorter.jobs.chunks import Chunk
     from refund_sorter.jobs.worker import classify_chunk
@@ -145,7 +145,7 @@ def worker_vs_pipeline(endpoint: str, template: Template, sorter: Sorter, rounds
         cpu["pipeline"].append(time.process_time() - before)
         assert len(results) == len(datas)
         pipeline_s.append(seconds)
-        fresh_stack(endpoint, template)
+        fresh_stack(stack, template)
         upload(list(zip(names, datas, strict=True)))
         settings = get_settings()
         bucket = PhotoBucket(settings)
@@ -197,10 +197,10 @@ def generated_photos(count: int) -> list[tuple[str, bytes]]:
     return photos
 
 
-def night(endpoint: str, template: Template, photos: list[tuple[str, bytes]], workers: int) -> dict[str, Any]:
+def night(stack: RunningStack, template: Template, photos: list[tuple[str, bytes]], workers: int) -> dict[str, Any]:
     from refund_sorter_cli.stepfunctions import LocalLambdas, LocalStateMachine, cpu_share
 
-    fresh_stack(endpoint, template)
+    fresh_stack(stack, template)
     upload_s = upload(photos)
     moments: dict[str, float] = {}
     first_chunk: list[float] = []
@@ -340,7 +340,6 @@ def main() -> int:
     parser.add_argument("--moto-port", type=int, default=0, help="the moto server's port (default: a free one)")
     args = parser.parse_args()
 
-    from bench.run import moto_server, use_endpoint
     from refund_sorter.vision.sorter import get_sorter
     from refund_sorter_cli.template import Template
 
@@ -352,12 +351,10 @@ def main() -> int:
         "machine": f"{os.cpu_count()} vCPU {platform.processor() or platform.machine()}",
         "notes": [],
     }
-    with moto_server(args.moto_port) as endpoint:
-        use_endpoint(endpoint)
-        log(f"moto server at {endpoint}")
+    with common.local_stack("bench-night", moto_port=args.moto_port) as stack:
         if not args.skip_worker:
             log("worker vs in-memory pipeline on the bench corpus")
-            results["worker"] = worker_vs_pipeline(endpoint, template, get_sorter(), args.rounds)
+            results["worker"] = worker_vs_pipeline(stack, template, get_sorter(), args.rounds)
             results["worker"]["measured"] = results["when"]
             write(results, began)  # each part is kept as soon as it is measured
         if not args.skip_night:
@@ -365,7 +362,7 @@ def main() -> int:
             results["nights"] = []
             for workers in args.workers:
                 log(f"a night of {len(photos):,} photos with {workers} local worker(s)")
-                results["nights"].append(night(endpoint, template, photos, workers) | {"measured": results["when"]})
+                results["nights"].append(night(stack, template, photos, workers) | {"measured": results["when"]})
                 log(json.dumps({k: v for k, v in results["nights"][-1].items() if k != "counts"}))
                 write(results, began)
     print(markdown(write(results, began)))

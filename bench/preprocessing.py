@@ -30,19 +30,14 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 from PIL import Image
 
-from bench.accuracy import (
-    DEFAULT_DATASETS,
-    PREPROCESSING_JSON,
-    ROOT,
-    evaluate_head,
-    evaluate_taxonomy,
-    list_split,
-)
+from bench.clothing import DEFAULT_DATASETS, evaluate_head, evaluate_taxonomy, list_split, train_head
+from bench.common import ROOT
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 CACHE_DIR: Final = ROOT / "out" / "preprocessing"
+PREPROCESSING_JSON: Final = ROOT / "bench" / "preprocessing.json"
 RESULTS_JSON: Final = PREPROCESSING_JSON
 SIZE: Final = 224
 GREY: Final = (127, 127, 127)  # the model's pixel mean: padding that reads as zero input
@@ -243,7 +238,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from refund_sorter.config import Settings
     from refund_sorter.heads.labelled import backbone_sorter
-    from refund_sorter_training.fit import Labelled, fit
 
     settings = Settings()
     sorter = backbone_sorter(settings)
@@ -255,12 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     for variant in sorted(args.variants, key=lambda v: v != BASELINE):  # the baseline first: the others pair with it
         train, validation = (extract(sorter, variant, s, splits[s]) for s in ("train", "validation"))
         classes = sorted(set(train["labels"].tolist()))
-        head = fit(
-            Labelled(train["features"], train["labels"].tolist(), not_a_product=train["not_a_product"]),
-            backbone=backbone,
-            target_precision=settings.target_precision,
-            gate=settings.not_a_product_gate,
-        )
+        head = train_head(train, backbone, settings)
         both = {k: np.concatenate([train[k], validation[k]]) for k in ("labels", "taxonomy", "taxonomy_status")}
         c_value = head.card["training"]["C"]
         headline = evaluate_head(head, validation, classes)

@@ -4,10 +4,10 @@ Writes ``bench/review.json`` and ``bench/review.md``, and the README's screensho
 ``docs/review-summary.png``).
 
 - Key press → next photo fully shown, p50/p95 over N decisions in headless Chromium (Debian's) against the local
-  stack (moto + the local API in this process), measured inside the page: from the keydown event to the second
-  animation frame after the next photo's ``<img>`` is in the document and loaded (painted). Twice: at a person's
-  pace (a pause after each photo appears) and flat out (the next key as soon as the photo is there), which gives
-  the ceiling on decisions per minute.
+  stack (``refund-sorter local`` in a child process: moto and the local API), measured inside the page: from the
+  keydown event to the second animation frame after the next photo's ``<img>`` is in the document and loaded
+  (painted). Twice: at a person's pace (a pause after each photo appears) and flat out (the next key as soon as
+  the photo is there), which gives the ceiling on decisions per minute.
 - Page load → first photo with Q photos queued (navigation start → the same "shown" moment), median of L loads.
 - Thumbnails: median size over the benchmark corpus (phone-like 8–12 MP JPEGs, ``bench/corpus.py``), and the
   extra time per photo they cost, both in the pipeline alone and in the whole nightly job on moto (runs with and
@@ -22,13 +22,12 @@ import os
 import platform
 import statistics
 import time
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from bench import corpus as corpus_module
-from bench.run import free_port, log, moto_server, percentile, use_endpoint
+from bench.common import local_stack, log, percentile
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -37,6 +36,7 @@ if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
     from refund_sorter.vision.sorter import Sorter
+    from tests.stack_process import RunningStack
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 OUT_JSON: Final = ROOT / "bench" / "review.json"
@@ -83,13 +83,12 @@ def main() -> int:
     results["thumbnails"] = thumbnail_cost(sorter, datas)
     results["thumbnail_cpu"] = thumbnail_cpu(sorter, datas)
     OUT_JSON.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")  # so far, in case a later part fails
-    log("thumbnails: the nightly job on moto, with and without")
-    with moto_server() as endpoint:
-        use_endpoint(endpoint)
-        results["nightly"] = nightly_cost(sorter, datas, endpoint, args.nightly_runs)
-    OUT_JSON.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    log(f"review page: {args.queued} queued, {args.loads} loads, 2 × {args.decisions} decisions")
-    results["page"] = page_numbers(args)
+    with local_stack("bench-review") as stack:
+        log("thumbnails: the nightly job on moto, with and without")
+        results["nightly"] = nightly_cost(sorter, datas, stack, args.nightly_runs)
+        OUT_JSON.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        log(f"review page: {args.queued} queued, {args.loads} loads, 2 × {args.decisions} decisions")
+        results["page"] = page_numbers(stack, args)
     results["machine"]["load_average_after"] = os.getloadavg()
     OUT_JSON.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     OUT_MD.write_text(markdown(results, args), encoding="utf-8")
@@ -172,7 +171,7 @@ def thumbnail_cpu(sorter: Sorter, datas: list[bytes], rounds: int = 3) -> dict[s
     }
 
 
-def nightly_cost(sorter: Sorter, datas: list[bytes], endpoint: str, runs: int) -> dict[str, Any]:
+def nightly_cost(sorter: Sorter, datas: list[bytes], stack: RunningStack, runs: int) -> dict[str, Any]:
     """``run_nightly`` on moto (list, read, classify, store, thumbnail, archive, export), thumbnails off/on."""
     import boto3
 
@@ -181,7 +180,7 @@ def nightly_cost(sorter: Sorter, datas: list[bytes], endpoint: str, runs: int) -
     from refund_sorter.storage.bucket import PhotoBucket
     from refund_sorter.storage.dynamodb import DynamoResultStore
     from refund_sorter.vision.sorter import Sorter
-    from refund_sorter_cli.local_stack import create_resources, function_environment
+    from refund_sorter_cli.local_stack import function_environment
     from refund_sorter_cli.template import Template
 
     template = Template()
@@ -197,9 +196,7 @@ def nightly_cost(sorter: Sorter, datas: list[bytes], endpoint: str, runs: int) -
     seconds: dict[bool, list[float]] = {False: [], True: []}
     for _ in range(runs):
         for with_thumbnails in (False, True):
-            reset = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")  # noqa: S310 - our moto
-            urllib.request.urlopen(reset)  # noqa: S310 - the local moto server started above
-            create_resources(template)
+            stack.reset(template)
             s3 = boto3.client("s3")
             for index, data in enumerate(datas):
                 s3.put_object(Bucket=settings.bucket, Key=f"incoming/{index:03d}.jpg", Body=data)
@@ -223,18 +220,6 @@ def nightly_cost(sorter: Sorter, datas: list[bytes], endpoint: str, runs: int) -
 
 
 @contextmanager
-def local_stack() -> Iterator[str]:
-    from refund_sorter_cli.local_stack import LocalStack
-    from refund_sorter_cli.template import Template
-
-    stack = LocalStack(Template(), moto_port=free_port(), api_port=free_port()).start()
-    try:
-        yield stack.api_url
-    finally:
-        stack.stop()
-
-
-@contextmanager
 def chromium() -> Iterator[Browser]:
     from playwright.sync_api import sync_playwright
 
@@ -248,13 +233,17 @@ def chromium() -> Iterator[Browser]:
             browser.close()
 
 
-def page_numbers(args: argparse.Namespace) -> dict[str, Any]:
+def page_numbers(stack: RunningStack, args: argparse.Namespace) -> dict[str, Any]:
+    """The review page in Chromium, served by the stack's own API (in the stack's process), a fresh queue seeded."""
     from refund_sorter.config import get_settings
     from refund_sorter.storage.bucket import PhotoBucket
     from refund_sorter.storage.dynamodb import DynamoResultStore
+    from refund_sorter_cli.template import Template
     from tests.review_data import seed_queue
 
-    with local_stack() as api, chromium() as browser:
+    stack.reset(Template())  # the queue is the seeded photos only, not the nightly runs' Results
+    api = stack.api_url
+    with chromium() as browser:
         settings = get_settings()
         started = time.perf_counter()
         seed_queue(DynamoResultStore(settings.table), PhotoBucket(settings), args.queued)

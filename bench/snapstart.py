@@ -14,7 +14,7 @@ typically a few hundred milliseconds and which depends on the snapshot's size an
 page-in of a cold snapshot; nor the 10 s init limit's interplay with the hooks. Both modes run the same Python
 with the same bytecode cache, against the same moto server, interleaved.
 
-Standalone: ``.venv/bin/python -m bench.snapstart [--runs N]`` (starts its own moto server, writes
+Standalone: ``.venv/bin/python -m bench.snapstart [--runs N]`` (starts its own local stack, writes
 bench/snapstart.json); ``make bench`` runs :func:`measure` with its own server and photo.
 """
 
@@ -51,7 +51,7 @@ def run_hooks(registry: list[Any]) -> float:
 
 
 def child(mode: str, event_path: str, out_path: str) -> None:
-    from bench.cold_start import Context  # stdlib only
+    from bench.cold_start_child import Context  # stdlib only
 
     event = json.loads(Path(event_path).read_text())
     sys.path.insert(0, str(ROOT / "functions" / "predict"))  # Lambda's task root
@@ -84,10 +84,10 @@ def measure(env: dict[str, str], photo: bytes, runs: int) -> dict[str, Any]:
     """``runs`` fresh processes per mode, interleaved, against the moto server ``env`` points at; medians."""
     import base64
 
-    from bench.run import post_event
+    from bench.predict import post_event
 
     env = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env["PYTHONPYCACHEPREFIX"] = str(ROOT / "bench" / "corpus" / "pycache")  # as bench.run's cold start
+    env["PYTHONPYCACHEPREFIX"] = str(ROOT / "bench" / "corpus" / "pycache")  # as bench.cold_start's
     samples: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
     with tempfile.TemporaryDirectory(prefix="refund-sorter-snapstart-") as tmp:
         event_path = Path(tmp) / "event.json"
@@ -158,17 +158,14 @@ def main(argv: list[str] | None = None) -> int:
         child(*args.child)
         return 0
 
-    from bench.run import moto_server, use_endpoint
-    from refund_sorter_cli.local_stack import create_resources, function_environment
+    from bench.common import local_stack
+    from refund_sorter_cli.local_stack import function_environment
     from refund_sorter_cli.samples import photo_bytes
     from refund_sorter_cli.template import Template
 
-    with moto_server() as endpoint:
-        variables = use_endpoint(endpoint)
-        template = Template()
-        create_resources(template)
+    with local_stack("snapstart") as stack:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("REFUND_SORTER_", "POWERTOOLS_"))}
-        env |= variables | function_environment(template, "PredictFunction")
+        env |= stack.aws_environment | function_environment(Template(), "PredictFunction")
         result = measure(env, photo_bytes("skimage/coffee"), args.runs)
     result["photo"] = "skimage/coffee (PNG, 600×400)"
     out = ROOT / "bench" / "snapstart.json"

@@ -30,17 +30,10 @@ CLOTHING = ROOT / "tests" / "fixtures" / "clothing"
 
 
 def main() -> int:
-    from moto.server import ThreadedMotoServer
+    from bench.common import local_stack
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    os.environ |= {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
-                   "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
-    try:
+    with local_stack("train-job"):
         numbers = measure()
-    finally:
-        server.stop()
     (ROOT / "bench" / "train_job.json").write_text(json.dumps(numbers, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(numbers, indent=2))
     return 0
@@ -105,7 +98,7 @@ def measure() -> dict[str, object]:
         "train_function_fit_and_publish_seconds_reported": summary["seconds"],
         "embed_at_arrival_ms_per_photo_median": round(1000 * arrival[len(arrival) // 2], 1),
         "embed_at_arrival_ms_per_photo_mean": round(1000 * sum(arrival) / len(arrival), 1),
-        "machine": f"{os.cpu_count()} CPUs, shared; moto server in-process",
+        "machine": f"{os.cpu_count()} CPUs, shared; moto in a child process (refund-sorter local)",
     }
 
 

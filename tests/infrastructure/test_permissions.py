@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import json
-import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +30,7 @@ from refund_sorter.jobs.stored import classify_stored
 from refund_sorter.storage.clients import reset_clients
 from refund_sorter.storage.jobs_table import JobsTable
 from refund_sorter.vision.sorter import Sorter, get_sorter
-from refund_sorter_cli.local_stack import create_resources, function_environment, invoke, make_api_app
+from refund_sorter_cli.local_stack import function_environment, invoke, make_api_app
 from refund_sorter_cli.samples import photo_bytes
 from refund_sorter_cli.stepfunctions import LambdaFunctionError, LocalLambdas, LocalStateMachine
 from refund_sorter_cli.template import Template
@@ -49,6 +48,7 @@ from tests.infrastructure.permissions import (
 )
 from tests.integration.conftest import LocalAws
 from tests.integration.nightly import schedule_event
+from tests.stack_process import RunningStack
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 CORRUPT_JPEG = b"\xff\xd8\xff\xe0 truncated"
@@ -282,15 +282,14 @@ def _functions(scenario: str) -> tuple[str, ...]:
     return FUNCTIONS_OF.get(scenario, (scenario,))
 
 
-def _fresh_stack(endpoint: str, template: Template, scenario: str, patch: pytest.MonkeyPatch) -> LocalAws:
-    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))
-    resources = create_resources(template)
+def _fresh_stack(stack: RunningStack, template: Template, scenario: str, patch: pytest.MonkeyPatch) -> LocalAws:
+    resources = stack.reset(template)
     for function in _functions(scenario):
         for key, value in function_environment(template, function).items():
             patch.setenv(key, value)
     get_settings.cache_clear()
     reset_clients()
-    return LocalAws(endpoint, template, resources, get_settings(), boto3.client("s3"), boto3.client("dynamodb"))
+    return LocalAws(stack.moto_url, template, resources, get_settings(), boto3.client("s3"), boto3.client("dynamodb"))
 
 
 @pytest.fixture(scope="module")
@@ -300,7 +299,7 @@ def stack_template() -> Template:
 
 @pytest.fixture(scope="module")
 def recorded(
-    moto_endpoint: str, stack_template: Template, sorter: Sorter, clothing_head: Path
+    local_stack: RunningStack, moto_endpoint: str, stack_template: Template, sorter: Sorter, clothing_head: Path
 ) -> Iterator[dict[str, list[AwsCall]]]:
     """Every function's scenarios, run once, with the AWS calls each made."""
     from refund_sorter.api.service import get_service
@@ -308,7 +307,7 @@ def recorded(
     recorder = CallRecorder()
     with pytest.MonkeyPatch.context() as patch, recorder.installed():
         for scenario, scenarios in SCENARIOS.items():
-            aws = _fresh_stack(moto_endpoint, stack_template, scenario, patch)
+            aws = _fresh_stack(local_stack, stack_template, scenario, patch)
             get_sorter.cache_clear()  # the function's own Sorter: it reads the active head from this stack
             scenarios(aws, recorder, sorter, patch, clothing_head)
     get_sorter.cache_clear()

@@ -7,9 +7,6 @@ patch and inspect the handler), and the example notebook's test uses the stack's
 
 from __future__ import annotations
 
-import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -22,90 +19,39 @@ from refund_sorter.storage.bucket import PhotoBucket
 from refund_sorter.storage.clients import reset_clients
 from refund_sorter.storage.dynamodb import DynamoResultStore
 from refund_sorter.vision.sorter import get_sorter
-from refund_sorter_cli.local_stack import create_resources, function_environment, make_api_app
+from refund_sorter_cli.local_stack import function_environment, make_api_app
 from refund_sorter_cli.template import Template
-from tests.cli import CLI, clean_environment
 from tests.contract import CONTRACT_FIELDS  # noqa: F401 - re-exported: the API tests take it from here
+from tests.stack_process import RunningStack, StackError, running_stack
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from pathlib import Path
 
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
-
-# Long enough for a cold start on a busy 2-CPU machine; only ever reached when the stack is broken.
-STACK_START_LIMIT = 180.0
-
-
-@dataclass(frozen=True)
-class RunningStack:
-    """``refund-sorter local`` in a child process, and what it printed for other shells to use."""
-
-    process: subprocess.Popen[bytes]
-    banner: str
-    log: Path
-
-    @property
-    def environment(self) -> dict[str, str]:
-        """The ``export NAME=value`` lines of the banner."""
-        exports = (line.removeprefix("export ") for line in self.banner.splitlines() if line.startswith("export "))
-        return dict(line.split("=", 1) for line in exports)
-
-    @property
-    def moto_url(self) -> str:
-        return self.environment["AWS_ENDPOINT_URL"]
-
-    @property
-    def api_url(self) -> str:
-        return self.environment["REFUND_SORTER_API_URL"]
-
-
-def _banner(log: Path, process: subprocess.Popen[bytes]) -> str:
-    """Wait for the stack to print its banner (it does once both servers listen); fail if it dies first."""
-    deadline = time.monotonic() + STACK_START_LIMIT
-    while True:
-        text = log.read_text(encoding="utf-8", errors="replace")
-        if "export REFUND_SORTER_API_URL=" in text:
-            return text
-        if process.poll() is not None:
-            pytest.fail(f"refund-sorter local exited with {process.returncode}:\n{text}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"refund-sorter local printed no banner:\n{text}")
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="session")
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     """The real ``refund-sorter local`` on ports the OS picks (``--moto-port 0 --api-port 0``), for the run."""
     log = tmp_path_factory.mktemp("local-stack") / "stack.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(CLI), "local", "--moto-port", "0", "--api-port", "0"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=clean_environment(),
-        )
     try:
-        yield RunningStack(process, _banner(log, process), log)
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
+        with running_stack(log) as stack:
+            yield stack
+    except StackError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="session")
 def moto_endpoint(local_stack: RunningStack) -> Iterator[str]:
     """The stack's moto server, with this process's boto3 pointed at it."""
     patch = pytest.MonkeyPatch()
-    endpoint = local_stack.moto_url
     # Set before any client exists; with AWS_ENDPOINT_URL set, boto3 never reaches for real AWS.
-    patch.setenv("AWS_ENDPOINT_URL", endpoint)
-    patch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for key, value in local_stack.aws_environment.items():
+        patch.setenv(key, value)
     patch.delenv("AWS_PROFILE", raising=False)
     reset_clients()
-    yield endpoint
+    yield local_stack.moto_url
     patch.undo()
     reset_clients()
 
@@ -147,11 +93,10 @@ class LocalAws:
 
 
 @pytest.fixture
-def aws(moto_endpoint: str, template: Template, monkeypatch: pytest.MonkeyPatch) -> LocalAws:
-    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST"))
+def aws(local_stack: RunningStack, moto_endpoint: str, template: Template, monkeypatch: pytest.MonkeyPatch) -> LocalAws:
+    resources = local_stack.reset(template)
     if get_sorter.cache_info().currsize:  # a head another test activated is gone with the reset tables: read anew
         get_sorter().heads.forget()
-    resources = create_resources(template)
     for key, value in function_environment(template, "PredictFunction").items():
         monkeypatch.setenv(key, value)
     get_settings.cache_clear()
