@@ -34,14 +34,14 @@ browser: ## Debian's headless Chromium for the browser tests (apt-get; needs roo
 test: setup browser lint ## lint, then every test (unit, functional, integration on the moto server, the browser)
 	$(BIN)/pytest
 
-unit: setup ## the fast tests that need nothing but the package
-	$(BIN)/pytest tests/unit
+unit: setup ## the fast tests that need nothing but the package (marker: unit)
+	$(BIN)/pytest -m unit
 
-functional: setup ## the CLI and the URL fetcher as processes and servers on 127.0.0.1 (no AWS)
-	$(BIN)/pytest tests/functional
+functional: setup ## the CLI and the URL fetcher as processes and servers on 127.0.0.1, no AWS (marker: functional)
+	$(BIN)/pytest -m functional
 
-integration: setup ## the tests against a moto server
-	$(BIN)/pytest tests/integration
+integration: setup ## the tests against a moto server (marker: integration; the template's are -m infrastructure)
+	$(BIN)/pytest -m integration
 
 lint: setup ## ruff, mypy, and docs/openapi.json up to date with the code
 	$(BIN)/ruff check .

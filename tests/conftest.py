@@ -3,6 +3,10 @@
 Tiers, by what they need: ``unit/`` nothing but the package (and the real model), ``functional/`` real
 processes and servers on 127.0.0.1 but no AWS, ``integration/`` the local stack (moto), ``infrastructure/``
 the template. The one local stack for the whole run is ``local_stack`` in ``integration/conftest.py``.
+
+Each test is marked with its tier by its directory here (so nobody forgets): ``pytest -m unit``, ``-m "not
+integration"``; ``browser`` (Debian's Chromium) and ``slow`` are marked where they apply. The markers are
+registered in pyproject.toml (``--strict-markers``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,29 @@ from refund_sorter.config import Settings, get_settings
 from refund_sorter.vision.sorter import Sorter, get_sorter
 from refund_sorter_cli.net import HOST
 from refund_sorter_cli.samples import photo_path
+from tests import chromium
+
+TESTS = Path(__file__).parent
+TIERS = ("unit", "functional", "integration", "infrastructure")
+
+
+def tier_of(path: Path) -> str:
+    """The tier a test file belongs to: the directory under tests/ it is in."""
+    tier = path.relative_to(TESTS).parts[0]
+    if tier not in TIERS:
+        raise pytest.UsageError(f"{path}: a test belongs in one of tests/{{{','.join(TIERS)}}}/, by what it needs")
+    return tier
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(tier_of(item.path))
+
+
+@pytest.hookimpl(tryfirst=True)  # before the test's fixtures start anything for a test that cannot run
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("browser") is not None:
+        chromium.require()
 
 
 @pytest.fixture(autouse=True)
@@ -59,7 +86,7 @@ def photo_server() -> Iterator[str]:
     thread.join(10)
 
 
-CLOTHING = Path(__file__).parent / "fixtures" / "clothing"  # 4 departments x 12 CC0 photos (see its README)
+CLOTHING = TESTS / "fixtures" / "clothing"  # 4 departments x 12 CC0 photos (see its README)
 
 
 @pytest.fixture(scope="session")

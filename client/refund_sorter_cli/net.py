@@ -5,6 +5,7 @@ The local stack only ever listens on loopback, so everything here is about ``127
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
 import time
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
 HOST = "127.0.0.1"
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -20,10 +21,10 @@ LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 __all__ = [
     "HOST",
     "PortInUseError",
-    "free_port",
     "is_listening",
     "is_loopback_url",
     "listen",
+    "refused_port",
     "wait_for_port",
 ]
 
@@ -36,12 +37,13 @@ class PortInUseError(OSError):
         self.port = port
 
 
-def free_port() -> int:
-    """A port the OS just handed out and nobody listens on (it could be taken again before it is used:
-    prefer :func:`listen` with port 0 where the caller can take the socket itself)."""
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
+@contextlib.contextmanager
+def refused_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that refuses connections for the ``with`` block: bound, so no other program can take
+    it meanwhile, but not listening (a port that was merely free a moment ago could be taken before it is used)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.bind((HOST, 0))
+        yield int(held.getsockname()[1])
 
 
 def listen(port: int) -> socket.socket:

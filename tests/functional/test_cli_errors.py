@@ -4,11 +4,12 @@ traceback, and an exit status scripts can act on (2: the command cannot run as a
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from refund_sorter_cli.net import HOST, free_port, listen
+from refund_sorter_cli.net import HOST, listen, refused_port
 from refund_sorter_cli.samples import photo_path
 from tests.cli import clean_environment, run_cli
 
@@ -23,9 +24,10 @@ def one_line(stderr: str) -> str:
 
 
 @pytest.fixture
-def nothing_listening() -> dict[str, str]:
+def nothing_listening() -> Iterator[dict[str, str]]:
     """An environment whose local endpoint is a port nobody listens on."""
-    return clean_environment(AWS_ENDPOINT_URL=f"http://{HOST}:{free_port()}")
+    with refused_port() as port:
+        yield clean_environment(AWS_ENDPOINT_URL=f"http://{HOST}:{port}")
 
 
 @pytest.mark.parametrize(
@@ -55,8 +57,8 @@ def test_upload_with_no_stack_running(tmp_path: Path, nothing_listening: dict[st
 
 
 def test_the_default_endpoint_follows_the_moto_port_variable() -> None:
-    port = free_port()
-    completed = run_cli("batch", env=clean_environment(REFUND_SORTER_MOTO_PORT=str(port)), timeout=60)
+    with refused_port() as port:
+        completed = run_cli("batch", env=clean_environment(REFUND_SORTER_MOTO_PORT=str(port)), timeout=60)
     assert completed.returncode == 2
     assert f"not running at http://{HOST}:{port}" in one_line(completed.stderr)
 

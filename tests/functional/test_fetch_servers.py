@@ -31,7 +31,7 @@ from refund_sorter.config import Settings
 from refund_sorter.errors import ErrorCode, FetchError
 from refund_sorter.sources import fetch
 from refund_sorter.sources.fetch import FetchedImage, fetch_image
-from refund_sorter_cli.net import free_port
+from refund_sorter_cli.net import refused_port
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -467,8 +467,8 @@ def test_a_fetch_that_finishes_cancels_its_budget(server: _Server) -> None:
 
 
 def test_connection_refused(dns: FakeDNS) -> None:
-    port = free_port()  # free a moment ago, and nobody listens on it
-    assert _refusal(f"http://127.0.0.1:{port}/cat.jpg").code is ErrorCode.FETCH_FAILED
+    with refused_port() as port:
+        assert _refusal(f"http://127.0.0.1:{port}/cat.jpg").code is ErrorCode.FETCH_FAILED
 
 
 # --- Every redirect hop is checked again ------------------------------------------------------------------

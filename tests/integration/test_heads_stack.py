@@ -18,7 +18,6 @@ from refund_sorter.vision.sorter import Sorter, get_sorter
 from refund_sorter_cli.commands import main
 from refund_sorter_cli.local_stack import make_api_app
 from refund_sorter_cli.model_admin import ModelCatalogue
-from refund_sorter_cli.net import free_port
 from refund_sorter_training.admin import load_embeddings
 from tests.conftest import CLOTHING
 from tests.integration.conftest import LocalAws
@@ -150,7 +149,7 @@ def live_api(aws: LocalAws, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setenv("REFUND_SORTER_HEAD_POINTER_TTL_SECONDS", "0")
     get_sorter.cache_clear()
     get_service.cache_clear()
-    server = make_server("127.0.0.1", free_port(), make_api_app(aws.template), threaded=True)
+    server = make_server("127.0.0.1", 0, make_api_app(aws.template), threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()

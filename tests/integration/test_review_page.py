@@ -27,6 +27,8 @@ from tests.review_data import seed_queue
 if TYPE_CHECKING:
     from refund_sorter.results import Result
 
+pytestmark = pytest.mark.browser
+
 PHOTO = "img[data-prediction-id]"
 
 

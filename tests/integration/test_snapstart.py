@@ -24,11 +24,11 @@ from refund_sorter.api.service import get_service
 from refund_sorter.storage import clients
 from refund_sorter.vision.sorter import get_sorter
 from refund_sorter_cli.local_stack import LambdaContext
-from refund_sorter_cli.net import free_port
+from refund_sorter_cli.net import refused_port
 from tests.odd_images import FORMAT_FIXTURES
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from types import ModuleType
 
     from refund_sorter_cli.template import Template
@@ -99,13 +99,22 @@ def test_before_snapshot_loads_the_model_and_makes_no_client(aws: LocalAws) -> N
     assert clients.dynamodb_client.cache_info().currsize == 0
 
 
+@pytest.fixture
+def nowhere() -> Iterator[str]:
+    """An endpoint that refuses connections (for the test's length)."""
+    with refused_port() as port:
+        yield f"http://127.0.0.1:{port}"
+
+
 @pytest.mark.usefixtures("registry", "fresh_process")
-def test_a_restored_process_answers_with_new_clients(aws: LocalAws, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_restored_process_answers_with_new_clients(
+    aws: LocalAws, nowhere: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # GIVEN a snapshot taken after init, in an environment whose network is gone after the restore: its clients
     # (made here on purpose, e.g. by a request served before the snapshot) point where nothing listens
     handler: Callable[[dict[str, Any], Any], Any] = init_handler(aws.template).lambda_handler
     run_hooks(snapshot_restore_py.get_before_snapshot())
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", nowhere)
     monkeypatch.setenv("REFUND_SORTER_AWS_MAX_ATTEMPTS", "1")
     stale = get_service().store.client
     random.seed(7)

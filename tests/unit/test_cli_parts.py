@@ -11,7 +11,7 @@ from refund_sorter.results import ResultError, ReviewReason, Status
 from refund_sorter.vision.images import ACCEPTED_FORMATS
 from refund_sorter_cli.display import by_photo_name, summary, why
 from refund_sorter_cli.local_stack import LocalPorts, LocalStackError
-from refund_sorter_cli.net import HOST, PortInUseError, free_port, is_listening, listen, wait_for_port
+from refund_sorter_cli.net import HOST, PortInUseError, is_listening, listen, refused_port, wait_for_port
 from refund_sorter_cli.photo_files import FolderError, find_photos
 from refund_sorter_cli.samples import photo_path
 from tests.results import a_result
@@ -103,13 +103,14 @@ def test_is_listening_and_wait_for_port() -> None:
         url = f"http://{HOST}:{server.getsockname()[1]}"
         assert is_listening(url)
         wait_for_port(url, timeout=5)
-    assert not is_listening(f"http://{HOST}:{free_port()}")
+    with refused_port() as port:
+        assert not is_listening(f"http://{HOST}:{port}")
 
 
 def test_waiting_stops_as_soon_as_the_server_is_no_longer_starting() -> None:
     # A server process that has exited: waiting out the (long) timeout would help nobody.
-    with pytest.raises(ConnectionRefusedError):
-        wait_for_port(f"http://{HOST}:{free_port()}", timeout=3600, still_starting=lambda: False)
+    with refused_port() as port, pytest.raises(ConnectionRefusedError):
+        wait_for_port(f"http://{HOST}:{port}", timeout=3600, still_starting=lambda: False)
 
 
 def test_ports_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

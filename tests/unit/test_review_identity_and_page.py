@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import doctest
 import json
 
 import pytest
 
-from refund_sorter.api import page
+from refund_sorter.api import identity, page
 from refund_sorter.api.identity import LOCAL_REVIEWER, caller_name
 from refund_sorter.errors import NotFoundError
+
+
+def test_the_examples_in_identitys_docstrings_hold() -> None:
+    outcome = doctest.testmod(identity, verbose=False, report=True)
+    assert outcome.attempted > 0, "identity.py's docstrings show examples; doctest found none"
+    assert outcome.failed == 0
 
 
 @pytest.mark.parametrize(
