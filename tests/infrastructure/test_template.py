@@ -278,7 +278,7 @@ def test_environment_names_real_settings(global_env: dict[str, Any], functions: 
         ("PlanFunction", "plan_handler.lambda_handler"),
         ("ClassifyChunkFunction", "worker_handler.lambda_handler"),
         ("ExportFunction", "export_handler.lambda_handler"),
-        ("OnUploadFunction", "batch_handler.on_upload"),
+        ("OnUploadFunction", "upload_handler.on_upload"),
     ],
 )
 def test_handlers_exist_where_the_template_says(

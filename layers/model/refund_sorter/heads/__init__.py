@@ -1,8 +1,12 @@
-"""Custom departments: a shop's own classification head on the backbone's pooled features.
+"""Custom departments, as the runtime uses them: a shop's own classification head on the backbone's pooled
+features, the versions of it, which one is active, and the features training will need.
+
+Training is not here: it is the TrainFunction's job (``refund_sorter_training`` in the training layer, with
+scikit-learn, never in the model layer); ``refund-sorter train DIR`` runs the same code on a laptop. This
+package only applies and keeps what training made.
 
 - :mod:`.model`: a :class:`~.model.Head` (weights, departments, auto-sort threshold, not-a-product gate) and
-  the files of a model version; applying it is one matrix product and a softmax (numpy only, no scikit-learn:
-  training happens on the client, see ``refund_sorter_cli.training``);
+  the files of a model version; applying it is one matrix product and a softmax (numpy only);
 - :mod:`.registry`: versions in S3 under ``models/<version>/`` and the ACTIVE pointer (a DynamoDB item), with
   activate and rollback;
 - :mod:`.active`: the pointer as a running function sees it, re-read at most every
