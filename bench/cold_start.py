@@ -25,40 +25,53 @@ if TYPE_CHECKING:
 _IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")
 
 
+def measured_environment(env: dict[str, str]) -> dict[str, str]:
+    """``env`` for the measured fresh processes. The layer ships .pyc compiled for its Python
+    (layers/model/Makefile); this shell may say PYTHONDONTWRITEBYTECODE. So: bytecode in a cache under
+    bench/corpus/ (gitignored), primed by one unmeasured run, then every measured process reads it, as Lambda
+    reads the layer's."""
+    env = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(corpus_module.CORPUS_ROOT / "pycache")
+    return env
+
+
+def event_file(folder: Path, photo: bytes) -> Path:
+    """The POST /predictions event with ``photo`` inline, written for the fresh processes to read."""
+    path = folder / "event.json"
+    path.write_text(json.dumps(post_event(json.dumps({"image_base64": base64.b64encode(photo).decode()}))))
+    return path
+
+
+def fresh_process(arguments: list[str], env: dict[str, str], out_path: Path) -> dict[str, Any]:
+    """``python ARGUMENTS`` from the repo root, its output unread; returns the stamps it wrote to ``out_path``
+    (a RuntimeError if its first POST was not answered 201)."""
+    subprocess.run(
+        [sys.executable, *arguments],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    stamps: dict[str, Any] = json.loads(out_path.read_text())
+    if stamps["status"] != 201:
+        raise RuntimeError(f"{' '.join(arguments)}: the first POST answered {stamps['status']}: {stamps.get('body')}")
+    return stamps
+
+
 def cold_start(env: dict[str, str], data: bytes, runs: int, handler_dir: str = "functions/predict") -> dict[str, Any]:
-    """Fresh processes (bench/cold_start.py) that import the handler and answer one POST; medians of ``runs``.
-    ``handler_dir``: another copy of the handler, to measure a proposed change before making it."""
+    """Fresh processes (bench/cold_start_child.py) that import the handler and answer one POST; medians of
+    ``runs``. ``handler_dir``: another copy of the handler, to measure a proposed change before making it."""
+    env = measured_environment(env)
     with tempfile.TemporaryDirectory(prefix="refund-sorter-bench-") as tmp:
-        event_path = Path(tmp) / "event.json"
-        event_path.write_text(json.dumps(post_event(json.dumps({"image_base64": base64.b64encode(data).decode()}))))
-        # The layer ships .pyc compiled for its Python (layers/model/Makefile); this shell may say
-        # PYTHONDONTWRITEBYTECODE. So: bytecode in a cache under bench/corpus/ (gitignored), primed by one
-        # unmeasured run, then every measured process reads it, as Lambda reads the layer's.
-        env = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
-        env["PYTHONPYCACHEPREFIX"] = str(corpus_module.CORPUS_ROOT / "pycache")
-        subprocess.run(
-            [sys.executable, "bench/cold_start_child.py", str(event_path), str(Path(tmp) / "prime.json"), handler_dir],
-            cwd=ROOT,
-            env=env,
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        event_path = event_file(Path(tmp), data)
+        child = ["bench/cold_start_child.py", str(event_path)]
+        fresh_process([*child, str(Path(tmp) / "prime.json"), handler_dir], env, Path(tmp) / "prime.json")
         samples = []
         for i in range(runs):
             out_path = Path(tmp) / f"cold-{i}.json"
             spawned = time.time()
-            subprocess.run(
-                [sys.executable, "bench/cold_start_child.py", str(event_path), str(out_path), handler_dir],
-                cwd=ROOT,
-                env=env,
-                check=True,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            stamps = json.loads(out_path.read_text())
-            if stamps["status"] != 201:
-                raise RuntimeError(f"cold start answered {stamps['status']}: {stamps.get('body')}")
+            stamps = fresh_process([*child, str(out_path), handler_dir], env, out_path)
             stamps["interpreter_start_ms"] = (stamps["process_started_wall"] - spawned) * 1000
             samples.append(stamps)
         # One more run under -X importtime, to see which packages the time goes to (it slows imports a little).

@@ -8,7 +8,7 @@ writes a marker line to stderr so a ``-X importtime`` run can attribute every im
 Phases (``time.perf_counter`` stamps, milliseconds):
   import         ``import predict_handler`` (what Lambda's init phase runs)
   first_request  ``lambda_handler(event)`` for the first POST, split by wrappers into
-                 decode (``load_image``), onnxruntime import, session creation, first inference, and the rest
+                 decode (``decode_photo``), onnxruntime import, session creation, first inference, and the rest
                  (service construction: settings, taxonomy, boto3 clients; request parsing; DynamoDB put; logging)
 """
 
@@ -77,21 +77,23 @@ def timed(owner: Any, name: str, key: str, parts: dict[str, float]) -> None:
     setattr(owner, name, wrapper)
 
 
-def install_timers(handler_module: Any, parts: dict[str, float]) -> float:
+def install_timers(parts: dict[str, float]) -> float:
     """Wrap the first request's parts; returns the ms spent importing the modules the wrappers need (which the
     first request would import anyway, so they are added back to it)."""
     started = time.perf_counter()
     import refund_sorter.storage.dynamodb as store_module
     import refund_sorter.vision.classifier as classifier_module
     import refund_sorter.vision.images as images_module
-    import refund_sorter.vision.sorter  # noqa: F401 - what get_service imports, timed here with the rest
+    import refund_sorter.vision.sorter as sorter_module  # what get_service imports, timed here with the rest
 
     import_ms = (time.perf_counter() - started) * 1000
-    timed(images_module, "load_image", "decode_ms", parts)
-    timed(handler_module, "get_service", "get_service_ms", parts)  # settings, taxonomy (and whatever it builds)
+    timed(images_module, "decode_photo", "decode_ms", parts)
+    # The API's get_service builds the process's Sorter (settings, taxonomy, the head source; the model session
+    # comes later): the routes hold get_service itself, but it looks get_sorter up on each first call.
+    timed(sorter_module, "get_sorter", "get_service_ms", parts)
     timed(store_module.DynamoResultStore, "__init__", "store_client_ms", parts)  # boto3 import + DynamoDB client
     timed(store_module.DynamoResultStore, "add", "store_add_ms", parts)  # the DynamoDB put
-    timed(classifier_module.Classifier, "probabilities", "probabilities_ms", parts)
+    timed(classifier_module.Classifier, "run", "probabilities_ms", parts)  # the model call, both outputs
     session_property = classifier_module.Classifier.__dict__["session"]
 
     def timed_session(self: Any) -> Any:
@@ -125,7 +127,7 @@ def main() -> None:
 
     marker("first_request")
     parts: dict[str, float] = {}
-    import_pipeline_ms = install_timers(predict_handler, parts)
+    import_pipeline_ms = install_timers(parts)
     with contextlib.redirect_stdout(sys.stderr):  # Powertools' metrics go to stdout
         t1 = time.perf_counter()
         reply = predict_handler.lambda_handler(event, Context())

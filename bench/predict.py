@@ -9,10 +9,10 @@ import contextlib
 import io
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from unittest import mock
 
 import numpy as np
 
@@ -66,6 +66,7 @@ def downsized(data: bytes, longest: int = 1600) -> tuple[bytes, str]:
 def predict_warm(data: bytes, requests: int, warmup: int) -> dict[str, Any]:
     """The predict handler in this process, the photo inline (image_base64): p50/p95 against moto, then with the
     service's store swapped for a MemoryResultStore (the model's own latency)."""
+    from refund_sorter.api.service import get_service
     from refund_sorter.vision.images import load_image, to_model_input
     from refund_sorter_cli.local_stack import LambdaContext, apply_function_environment, load_handler
     from refund_sorter_cli.template import Template
@@ -80,7 +81,6 @@ def predict_warm(data: bytes, requests: int, warmup: int) -> dict[str, Any]:
     try:
         with contextlib.redirect_stdout(sink):  # the handler's log lines and metrics, not our output
             handler = load_handler(template, "PredictFunction")
-            module: Any = sys.modules[handler.__module__]
 
             def timings(event: dict[str, Any] = event) -> list[float]:
                 times = []
@@ -96,13 +96,14 @@ def predict_warm(data: bytes, requests: int, warmup: int) -> dict[str, Any]:
                 return times
 
             on_moto = timings()
-            service = module.get_service()
-            in_memory_service = type(service)(service.settings, service.sorter, store=MemoryResultStore())
-            module.get_service = lambda: in_memory_service
-            in_memory = timings()
-            small = downsized(data)
-            out["downsized_photo"] = f"{small[1]}, {len(small[0]) / 1e6:.2f} MB"
-            on_small = timings(post_event(json.dumps({"image_base64": base64.b64encode(small[0]).decode()})))
+            service = get_service()  # the one the handler's routes use, after the requests above
+            # The same service with its Results kept in memory: the handler's latency without DynamoDB's.
+            with mock.patch.object(type(service), "store", new_callable=mock.PropertyMock) as store:
+                store.return_value = MemoryResultStore()
+                in_memory = timings()
+                small = downsized(data)
+                out["downsized_photo"] = f"{small[1]}, {len(small[0]) / 1e6:.2f} MB"
+                on_small = timings(post_event(json.dumps({"image_base64": base64.b64encode(small[0]).decode()})))
             sorter = service.sorter
     finally:
         sink.close()

@@ -29,7 +29,6 @@ import contextlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -82,30 +81,17 @@ def child(mode: str, event_path: str, out_path: str) -> None:
 
 def measure(env: dict[str, str], photo: bytes, runs: int) -> dict[str, Any]:
     """``runs`` fresh processes per mode, interleaved, against the moto server ``env`` points at; medians."""
-    import base64
+    from bench.cold_start import event_file, fresh_process, measured_environment
 
-    from bench.predict import post_event
-
-    env = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env["PYTHONPYCACHEPREFIX"] = str(ROOT / "bench" / "corpus" / "pycache")  # as bench.cold_start's
+    env = measured_environment(env)  # the same bytecode cache as bench.cold_start's
     samples: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
     with tempfile.TemporaryDirectory(prefix="refund-sorter-snapstart-") as tmp:
-        event_path = Path(tmp) / "event.json"
-        event_path.write_text(json.dumps(post_event(json.dumps({"image_base64": base64.b64encode(photo).decode()}))))
+        event_path = event_file(Path(tmp), photo)
         for i in range(runs + 1):  # the first round primes the bytecode cache and is not counted
             for mode in MODES:
                 out_path = Path(tmp) / f"{mode}-{i}.json"
-                subprocess.run(
-                    [sys.executable, "-m", "bench.snapstart", "--child", mode, str(event_path), str(out_path)],
-                    cwd=ROOT,
-                    env=env,
-                    check=True,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-                stamps = json.loads(out_path.read_text())
-                if stamps["status"] != 201:
-                    raise RuntimeError(f"{mode}: the first POST answered {stamps['status']}")
+                child = ["-m", "bench.snapstart", "--child", mode, str(event_path), str(out_path)]
+                stamps = fresh_process(child, env, out_path)
                 if i:
                     samples[mode].append(stamps)
     return summarise(samples, runs)
