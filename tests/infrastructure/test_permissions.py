@@ -331,6 +331,7 @@ def _needs(calls: list[AwsCall]) -> set[Permission]:
     return set().union(*(needed(call) for call in calls))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("function", FUNCTIONS)
 def test_each_function_is_granted_exactly_what_its_calls_need(
     recorded: dict[str, list[AwsCall]], stack_template: Template, function: str
@@ -379,6 +380,7 @@ def test_the_jobs_have_no_access_to_the_idempotency_table(stack_template: Templa
     assert not [p for p in granted(stack_template, function) if p[1].endswith(f"table/{table}")]
 
 
+@pytest.mark.slow
 def test_every_aws_call_in_the_code_is_made_by_some_scenario(recorded: dict[str, list[AwsCall]]) -> None:
     calls = [call for function_calls in recorded.values() for call in function_calls]
     sites = aws_call_sites()

@@ -44,6 +44,7 @@ def export_rows(aws: LocalAws, key: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(body)))
 
 
+@pytest.mark.slow
 def test_aws_cli_upload_then_batch_then_rerun_adds_nothing(aws: LocalAws, tmp_path: Path) -> None:
     # GIVEN photos dropped into incoming/ by a real client, the AWS CLI
     for name in REAL:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import boto3
+import pytest
 
 from refund_sorter_cli.samples import photo_path
 from tests.cli import CLI, clean_environment, run_cli
@@ -18,6 +19,7 @@ from tests.results import a_result
 TODAY = datetime.now(UTC).date()
 
 
+@pytest.mark.slow
 def test_upload_batch_and_export_commands_against_the_moto_server(aws: LocalAws, tmp_path: Path) -> None:
     photos = tmp_path / "photos"
     photos.mkdir()

@@ -48,6 +48,7 @@ class Calls:
         self.counts[model.name] += 1
 
 
+@pytest.mark.slow
 def test_a_night_runs_through_the_state_machine_on_parallel_workers(
     aws: LocalAws, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from refund_sorter.vision.sorter import Sorter
     from tests.integration.conftest import LocalAws
 
+pytestmark = pytest.mark.slow  # whole nights, with workers in processes of their own
+
 POISON = b"POISON-PHOTO"
 HANG = b"HANGS-THE-DECODER"
 # What the hang costs the test. An invocation that does not hang needs a second or two (onnxruntime is loaded in

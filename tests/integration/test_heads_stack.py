@@ -33,6 +33,7 @@ def hat_photo() -> Path:
     return sorted((CLOTHING / "hat").iterdir())[-1]
 
 
+@pytest.mark.slow
 def test_train_on_the_stack_from_labelled_photos_and_reviews(
     aws: LocalAws, sorter: Sorter, capsys: pytest.CaptureFixture[str]
 ) -> None:

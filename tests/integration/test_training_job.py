@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import pytest
+
 from refund_sorter.heads.active import ActiveHead
 from refund_sorter.heads.labelled import features_key, labelled_photos, missing, read_features
 from refund_sorter.sources.files import photo_from_path
@@ -17,8 +19,6 @@ from tests.conftest import CLOTHING
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-    import pytest
 
     from tests.integration.conftest import LocalAws
 
@@ -136,6 +136,7 @@ def test_the_training_function_publishes_a_version_that_activate_switches_on(
     assert after.prediction == "hat"
 
 
+@pytest.mark.slow
 def test_train_embeds_what_arrived_without_features_first_unless_told_not_to(
     aws: LocalAws, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
