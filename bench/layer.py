@@ -53,6 +53,7 @@ def layer_size() -> dict[str, Any]:
             return {"source": "make -f infra/tools.mk layer-size", "bytes": total, "mb": round(total / 1e6, 1)}
         return {
             "bytes": None,
-            "reason": f"no built layer (make build first): {(run.stdout + run.stderr).strip()[-200:]}",
+            # one line: it lands in a cell of bench/results.md's table
+            "reason": f"no built layer (make build first): {' '.join((run.stdout + run.stderr).split())[-200:]}",
         }
     return {"bytes": None, "reason": "no .aws-sam/build/ModelLayer and no infra/tools.mk: run make build, then rerun"}
