@@ -44,7 +44,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
-from bench.accuracy import DEFAULT_DATASETS, ROOT
+from bench.clothing import DEFAULT_DATASETS
+from bench.common import ROOT
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -393,7 +394,8 @@ def cached_runs(
 
 def load_features(dataset: Path) -> tuple[Photos, Photos, str]:
     """(train/, validation/, backbone version), embedded once by the product's Sorter and cached per backbone."""
-    from bench.accuracy import extract_with_results, list_split
+    from bench.accuracy import extract_with_results
+    from bench.clothing import list_split
     from refund_sorter.config import Settings
     from refund_sorter.heads.labelled import backbone_sorter
     from refund_sorter.vision.images import CROP_FRACTION
