@@ -10,6 +10,8 @@ import subprocess
 import time
 from typing import TYPE_CHECKING
 
+import pytest
+
 from refund_sorter.jobs.plan import LEASE
 from refund_sorter.storage.jobs_table import JobsTable
 from tests.cli import CLI, clean_environment, run_cli
@@ -53,6 +55,7 @@ def wait_until(condition: object, process: subprocess.Popen[bytes], what: str) -
         time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_after_the_photos_in_hand_gives_the_lease_back_and_loses_nothing(
     aws: LocalAws, tmp_path: Path
 ) -> None:
