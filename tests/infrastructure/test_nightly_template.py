@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from refund_sorter.config import Settings
 from refund_sorter_cli.stepfunctions import check_definition, state_machine_definition
@@ -38,9 +39,23 @@ def machine(resources: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def states(machine: dict[str, Any]) -> dict[str, Any]:
-    states: dict[str, Any] = machine["Definition"]["States"]
+def definition(machine: dict[str, Any]) -> dict[str, Any]:
+    """The definition file as written (placeholders and all), the one the template deploys."""
+    document: dict[str, Any] = yaml.safe_load((Path(TEMPLATE_PATH).parent / machine["DefinitionUri"]).read_text())
+    return document
+
+
+@pytest.fixture(scope="module")
+def states(definition: dict[str, Any]) -> dict[str, Any]:
+    states: dict[str, Any] = definition["States"]
     return states
+
+
+def test_the_definition_is_one_file_that_the_template_deploys_and_the_runner_reads(machine: dict[str, Any]) -> None:
+    assert "Definition" not in machine, "one definition: the file DefinitionUri names"
+    assert machine["DefinitionUri"] == "statemachine/nightly.asl.yaml"
+    plan = state_machine_definition(Template())["States"]["Plan"]
+    assert plan["Parameters"]["FunctionName"].endswith(":function:refund-sorter-local-plan-function")
 
 
 def statements(resource: dict[str, Any]) -> list[dict[str, Any]]:
@@ -77,8 +92,10 @@ def test_the_schedule_starts_the_state_machine_and_no_nightly_function(
     assert scheduled == {"NightlyStateMachine", "TrainFunction"}
 
 
-def test_the_machine_has_plan_map_and_export_in_that_order(states: dict[str, Any], machine: dict[str, Any]) -> None:
-    assert machine["Definition"]["StartAt"] == "Plan"
+def test_the_machine_has_plan_map_and_export_in_that_order(
+    states: dict[str, Any], machine: dict[str, Any], definition: dict[str, Any]
+) -> None:
+    assert definition["StartAt"] == "Plan"
     assert states["Plan"]["Next"] == "IsAnotherRunGoing"
     assert states["IsAnotherRunGoing"]["Default"] == "ClassifyChunks"
     assert states["ClassifyChunks"]["Next"] == "Export"
@@ -129,8 +146,8 @@ def test_the_worker_retries_throttling_with_backoff_and_a_dead_worker_twice(stat
     assert anything["ErrorEquals"] == ["States.ALL"] and anything["MaxAttempts"] == 2
 
 
-def test_the_run_cannot_outlive_its_lease(machine: dict[str, Any]) -> None:
-    assert machine["Definition"]["TimeoutSeconds"] <= Settings().run_lease_seconds
+def test_the_run_cannot_outlive_its_lease(definition: dict[str, Any]) -> None:
+    assert definition["TimeoutSeconds"] <= Settings().run_lease_seconds
 
 
 def test_a_chunk_fits_well_inside_the_worker_timeout(

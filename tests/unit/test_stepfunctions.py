@@ -12,14 +12,13 @@ import pytest
 from refund_sorter_cli.stepfunctions import (
     StatesError,
     UnsupportedDefinitionError,
-    _retry_delay,
-    _Tolerance,
     check_definition,
     fill_template,
     read_path,
     state_machine_definition,
     write_path,
 )
+from refund_sorter_cli.stepfunctions.interpreter import Tolerance, retry_delay
 from refund_sorter_cli.template import Template
 
 
@@ -61,23 +60,23 @@ def test_retries_back_off_and_stop_at_max_attempts() -> None:
         {"ErrorEquals": ["States.ALL"], "IntervalSeconds": 1, "MaxAttempts": 1},
     ]  # fmt: skip
     attempts: dict[int, int] = {}
-    throttled = [_retry_delay(retriers, "Lambda.TooManyRequestsException", attempts) for _ in range(4)]
+    throttled = [retry_delay(retriers, "Lambda.TooManyRequestsException", attempts) for _ in range(4)]
     assert throttled == [2.0, 4.0, 5.0, None]  # capped at MaxDelaySeconds, then exhausted
-    assert _retry_delay(retriers, "Runtime.ExitError", attempts) == 1.0
-    assert _retry_delay(retriers, "Runtime.ExitError", attempts) is None
+    assert retry_delay(retriers, "Runtime.ExitError", attempts) == 1.0
+    assert retry_delay(retriers, "Runtime.ExitError", attempts) is None
 
 
 def test_full_jitter_stays_under_the_backoff() -> None:
     retriers = [{"ErrorEquals": ["States.ALL"], "IntervalSeconds": 8, "MaxAttempts": 50, "JitterStrategy": "FULL"}]
     attempts: dict[int, int] = {}
-    first = _retry_delay(retriers, "x", attempts)
+    first = retry_delay(retriers, "x", attempts)
     assert first is not None and 0 <= first <= 8
 
 
 def test_task_failed_matches_everything_but_a_timeout() -> None:
     retriers = [{"ErrorEquals": ["States.TaskFailed"], "MaxAttempts": 5}]
-    assert _retry_delay(retriers, "Sandbox.Timedout", {}) is not None
-    assert _retry_delay(retriers, "States.Timeout", {}) is None
+    assert retry_delay(retriers, "Sandbox.Timedout", {}) is not None
+    assert retry_delay(retriers, "States.Timeout", {}) is None
 
 
 @pytest.mark.parametrize(
@@ -91,7 +90,7 @@ def test_task_failed_matches_everything_but_a_timeout() -> None:
     ],
 )
 def test_the_maps_failure_threshold(state: dict[str, Any], items: int, failures: int, exceeded: bool) -> None:
-    tolerance = _Tolerance(state, items)
+    tolerance = Tolerance(state, items)
     for _ in range(failures):
         tolerance.count("FAILED")
     tolerance.count("SUCCEEDED")
