@@ -209,14 +209,6 @@ def load_handler(template: Template, logical_id: str) -> Callable[[dict[str, Any
     return getattr(_handler_module(str(spec.code_dir), module_name), attribute)
 
 
-def invoke(template: Template, logical_id: str, event: dict[str, Any]) -> Any:
-    """Run a function's handler in this process with its template environment (like ``sam local invoke``)."""
-    apply_function_environment(template, logical_id)
-    spec = template.function(logical_id)
-    context = LambdaContext(template.physical_name(logical_id), spec.memory, spec.timeout)
-    return load_handler(template, logical_id)(event, context)
-
-
 def api_gateway_event(template: Template, request: WerkzeugRequest) -> dict[str, Any]:
     """The REST API (v1) proxy event API Gateway would send for this request."""
     path = request.path

@@ -6,25 +6,23 @@
 ``lambda:Invoke``, on AWS). Without it, the command acts on the local stack: the moto server
 ``AWS_ENDPOINT_URL`` names (``refund-sorter local``'s by default), with the function's template environment
 plus what only the local stack sets (:data:`~refund_sorter_cli.local_stack.LOCAL_ONLY_ENVIRONMENT`), and a
-function runs in this process as ``sam local invoke`` would run it.
+function runs as Lambda would run it, in an execution environment of its own:
+:class:`refund_sorter_cli.stepfunctions.LocalLambdas`, the one Lambda emulator (the nightly run's tasks use it
+too): its own process, only the function's environment, Lambda's init, timeout, memory and response limits.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import sys
 import tempfile
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from refund_sorter.config import Settings
     from refund_sorter_cli.template import Template
 
@@ -108,13 +106,13 @@ def function_names(template: Template) -> list[str]:
 
 
 def run_function(function: str, event: dict[str, Any], *, aws: bool, show_logs: bool = False) -> Any:
-    """Run a stack function on ``event`` and return its answer: in this process on the local stack (its handler
-    with its template environment, as ``sam local invoke`` does), ``lambda:Invoke`` of the deployed function with
+    """Run a stack function on ``event`` and return its answer: on the local stack as Lambda would run it
+    (:class:`~refund_sorter_cli.stepfunctions.LocalLambdas`), ``lambda:Invoke`` of the deployed function with
     ``aws``.
 
     The function's own output (JSON log lines, metrics) is CloudWatch's business: on stderr with ``show_logs``
     (``invoke``, as ``sam local invoke`` shows it), else in :func:`function_log` (``train``: a person reads the
-    summary, and a failure is one line naming that file).
+    summary, and a failure is one line naming that folder).
 
     Raises
     ------
@@ -126,46 +124,26 @@ def run_function(function: str, event: dict[str, Any], *, aws: bool, show_logs: 
     if aws:
         connect(aws=True, function=function)  # a function the template has, or one line saying which it has
         return invoke_deployed(function, event)
-    from refund_sorter_cli.local_stack import invoke
+    from refund_sorter_cli.stepfunctions import LambdaFunctionError, LocalLambdas
 
     template = connect(aws=False, function=function)
     try:
-        with _function_output(show_logs):
-            return invoke(template, function, event)
-    except Exception as exc:
+        with LocalLambdas(template, log_dir="-" if show_logs else function_log()) as lambdas:
+            return lambdas.invoke(function, event)
+    except LambdaFunctionError as exc:
         where = "" if show_logs else f" (its log: {function_log()})"
-        raise FunctionFailedError(f"{function} failed: {type(exc).__name__}: {_first_line(exc)}{where}") from exc
-
-
-@contextlib.contextmanager
-def _function_output(show: bool) -> Iterator[None]:
-    if show:  # its log lines on stderr, never mixed with its answer on stdout
-        with contextlib.redirect_stdout(sys.stderr):
-            yield
-        return
-    log = _open_log()
-    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        yield
-    log.flush()
+        raise FunctionFailedError(f"{function} failed: {exc.error_type}: {_first_line(exc.message)}{where}") from exc
 
 
 @cache
 def function_log() -> Path:
-    """This process's file of the output of the functions it ran (one file, kept open: Powertools' Logger keeps
-    the stream it was created with, so the stream must outlive every invocation)."""
-    name = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.getpid()}.log"
+    """This process's folder of the output of the functions it ran (a file per execution environment)."""
+    name = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.getpid()}"
     return Path(tempfile.gettempdir()) / "refund-sorter-functions" / name
 
 
-@cache
-def _open_log() -> TextIO:
-    function_log().parent.mkdir(parents=True, exist_ok=True)
-    return function_log().open("a", encoding="utf-8")  # open for the life of the process, see above
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "(no message)"
 
 
 def deployed_name_variable(function: str) -> str:

@@ -30,11 +30,12 @@ from refund_sorter.jobs.stored import classify_stored
 from refund_sorter.storage.clients import reset_clients
 from refund_sorter.storage.jobs_table import JobsTable
 from refund_sorter.vision.sorter import Sorter, get_sorter
-from refund_sorter_cli.local_stack import function_environment, invoke, make_api_app
+from refund_sorter_cli.local_stack import function_environment, make_api_app
 from refund_sorter_cli.samples import photo_bytes
 from refund_sorter_cli.stepfunctions import LambdaFunctionError, LocalLambdas, LocalStateMachine
 from refund_sorter_cli.template import Template
 from tests.conftest import CLOTHING
+from tests.handlers import call_handler
 from tests.infrastructure.permissions import (
     AwsCall,
     CallRecorder,
@@ -153,7 +154,7 @@ class InProcessLambdas(LocalLambdas):
         super().__init__(aws.template)
         self.aws, self.recorder, self.die = aws, recorder, die_once_holding_a_photo
 
-    def invoke(self, function_name: str, payload: Any) -> Any:
+    def invoke(self, function_name: str, payload: Any, **_: Any) -> Any:
         logical_id = self.logical_id(function_name)
         if logical_id == "ClassifyChunkFunction" and self.die:
             self.die = False
@@ -161,7 +162,7 @@ class InProcessLambdas(LocalLambdas):
             JobsTable(self.aws.settings.jobs_table).mark_in_flight(chunk.classify[0].result_id, str(chunk.index))
             raise LambdaFunctionError("Runtime.ExitError", "Runtime exited with error: signal: killed")
         with self.recorder.recording(logical_id):
-            return invoke(self.template, logical_id, payload)
+            return call_handler(self.template, logical_id, payload)
 
 
 def _night(aws: LocalAws, recorder: CallRecorder, *, die_once_holding_a_photo: bool = False) -> dict[str, Any]:
@@ -206,7 +207,7 @@ def upload_scenarios(
         for key in [*keys, "incoming/gone-already.png"]
     ]
     with recorder.recording("OnUploadFunction"):
-        report = invoke(aws.template, "OnUploadFunction", event)
+        report = call_handler(aws.template, "OnUploadFunction", event)
     assert (report["processed"], report["failed"], report["already_done"], report["deferred"]) == (2, 1, 1, 0)
     activate_a_head(aws, head_folder)
     aws.put_photo("incoming/with-head.png", photo_bytes("skimage/coffee"))
@@ -214,7 +215,7 @@ def upload_scenarios(
         record | {"s3": record["s3"] | {"object": record["s3"]["object"] | {"key": "incoming/with-head.png"}}}
     ]
     with recorder.recording("OnUploadFunction"):
-        assert invoke(aws.template, "OnUploadFunction", event)["processed"] == 1
+        assert call_handler(aws.template, "OnUploadFunction", event)["processed"] == 1
 
 
 def _labelled_event(aws: LocalAws, keys: list[str]) -> dict[str, Any]:
@@ -235,11 +236,11 @@ def embed_scenarios(
     aws.put_photo("labelled/hat/a.png", photo_bytes("skimage/coffee"))
     aws.put_photo("labelled/hat/broken.jpg", CORRUPT_JPEG)
     with recorder.recording("EmbedLabelledFunction"):
-        report = invoke(aws.template, "EmbedLabelledFunction", _labelled_event(aws, aws.keys("labelled/")))
+        report = call_handler(aws.template, "EmbedLabelledFunction", _labelled_event(aws, aws.keys("labelled/")))
     assert (report["embedded"], list(report["failed"])) == (1, ["labelled/hat/broken.jpg"])
     aws.put_photo("labelled/shoes/b.png", photo_bytes("skimage/chelsea"))
     with recorder.recording("EmbedLabelledFunction"):
-        report = invoke(aws.template, "EmbedLabelledFunction", {"embed_missing": True})
+        report = call_handler(aws.template, "EmbedLabelledFunction", {"embed_missing": True})
     assert (report["embedded"], report["remaining"]) == (1, 0)
 
 
@@ -259,11 +260,11 @@ def train_scenarios(
     (result,) = aws.store.by_day(datetime.now(UTC).date().isoformat())
     aws.store.review(result.id, "hat", by="tester")
     with recorder.recording("TrainFunction"):
-        summary = invoke(aws.template, "TrainFunction", {"activate": True})
+        summary = call_handler(aws.template, "TrainFunction", {"activate": True})
     assert summary["ok"] and summary["active"] and (summary["labelled"], summary["reviewed"]) == (20, 1)
     aws.s3.delete_object(Bucket=aws.settings.bucket, Key=aws.keys("labelled/shoes/")[0])
     with recorder.recording("TrainFunction"):
-        assert not invoke(aws.template, "TrainFunction", {})["ok"]
+        assert not call_handler(aws.template, "TrainFunction", {})["ok"]
 
 
 Scenarios = Callable[[LocalAws, CallRecorder, Sorter, pytest.MonkeyPatch, Path], None]

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from refund_sorter_cli.local_stack import invoke
 from refund_sorter_cli.stepfunctions import LocalLambdas
+from tests.handlers import call_handler
 from tests.integration.conftest import LocalAws
 from tests.integration.nightly import run_night, summary_of
 
@@ -22,7 +22,7 @@ def event(name: str) -> dict[str, Any]:
 
 
 def api(aws: LocalAws, name: str) -> dict[str, Any]:
-    reply: dict[str, Any] = invoke(aws.template, "PredictFunction", event(name))
+    reply: dict[str, Any] = call_handler(aws.template, "PredictFunction", event(name))
     return reply
 
 
@@ -56,7 +56,7 @@ def _no_dns(*args: object, **kwargs: object) -> Any:
 
 def test_upload_event_classifies_the_new_photo(aws: LocalAws) -> None:
     aws.put_photo("incoming/return-1234.jpg", (EVENTS / "return-1234.jpg").read_bytes())
-    report = invoke(aws.template, "OnUploadFunction", event("s3-object-created.json"))
+    report = call_handler(aws.template, "OnUploadFunction", event("s3-object-created.json"))
     assert report["processed"] == 1
     assert aws.keys("incoming/") == []
     assert len(aws.items()) == 1

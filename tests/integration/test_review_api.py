@@ -17,8 +17,8 @@ from PIL import Image
 
 from refund_sorter.results import Result, Status
 from refund_sorter.reviews import record_decision
-from refund_sorter_cli.local_stack import invoke
 from refund_sorter_cli.samples import photo_bytes, photo_path
+from tests.handlers import call_handler
 from tests.integration.conftest import LocalAws, StartApi
 from tests.review_data import seed_queue
 
@@ -197,16 +197,16 @@ def test_a_failed_prediction_is_not_reviewable(api: str, aws: LocalAws) -> None:
 def test_review_by_is_the_signed_in_reviewer_and_only_they_can_undo(aws: LocalAws) -> None:
     # GIVEN the review API's events: API Gateway's Cognito authorizer puts the ID token's claims in them
     (photo,) = seed_queue(aws.store, aws.bucket, 1)
-    decided = invoke(aws.template, "PredictFunction", event("api-review-decide.json", photo.id))
+    decided = call_handler(aws.template, "PredictFunction", event("api-review-decide.json", photo.id))
     assert decided["statusCode"] == 200, decided["body"]
     assert json.loads(decided["body"])["review"]["by"] == "reviewer@example.com"
     # WHEN someone else tries to undo it
     other = event("api-undo-review.json", photo.id)
     other["requestContext"]["authorizer"]["claims"]["email"] = "someone.else@example.com"
-    refused = invoke(aws.template, "PredictFunction", other)
+    refused = call_handler(aws.template, "PredictFunction", other)
     assert refused["statusCode"] == 403 and json.loads(refused["body"])["error"]["code"] == "not_your_decision"
     # THEN only the decider can
-    undone = invoke(aws.template, "PredictFunction", event("api-undo-review.json", photo.id))
+    undone = call_handler(aws.template, "PredictFunction", event("api-undo-review.json", photo.id))
     assert undone["statusCode"] == 200
     assert [(e["action"], e["by"]) for e in json.loads(undone["body"])["review_history"]] == [
         ("decided", "reviewer@example.com"),
@@ -217,7 +217,7 @@ def test_review_by_is_the_signed_in_reviewer_and_only_they_can_undo(aws: LocalAw
 def test_a_machine_client_decision_is_recorded_under_its_iam_principal(aws: LocalAws) -> None:
     (photo,) = seed_queue(aws.store, aws.bucket, 1)
     sample = event("api-patch-prediction.json", photo.id)
-    reply = invoke(aws.template, "PredictFunction", sample)
+    reply = call_handler(aws.template, "PredictFunction", sample)
     assert reply["statusCode"] == 200, reply["body"]
     assert json.loads(reply["body"])["review"]["by"] == "arn:aws:iam::123456789012:user/returns-desk"
 
@@ -314,7 +314,7 @@ def test_the_page_and_its_files_come_from_the_api(api: str, aws: LocalAws) -> No
 
 
 def test_in_aws_the_page_names_the_sign_in_service_from_the_stage(aws: LocalAws) -> None:
-    reply = invoke(aws.template, "PredictFunction", event("api-review-page.json"))
+    reply = call_handler(aws.template, "PredictFunction", event("api-review-page.json"))
     assert reply["statusCode"] == 200
     config = json.loads(reply["body"].split('type="application/json">', 1)[1].split("</script>", 1)[0])
     sign_in = "https://refund-sorter-123456789012.auth.us-east-1.amazoncognito.com"
@@ -339,4 +339,4 @@ def test_in_aws_the_page_names_the_sign_in_service_from_the_stage(aws: LocalAws)
     ],
 )
 def test_sample_events_of_the_review_routes(aws: LocalAws, name: str, status: int) -> None:
-    assert invoke(aws.template, "PredictFunction", event(name))["statusCode"] == status
+    assert call_handler(aws.template, "PredictFunction", event(name))["statusCode"] == status

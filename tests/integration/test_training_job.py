@@ -13,9 +13,9 @@ from refund_sorter.heads.labelled import features_key, labelled_photos, missing,
 from refund_sorter.sources.files import photo_from_path
 from refund_sorter.vision.sorter import Sorter
 from refund_sorter_cli.commands import main
-from refund_sorter_cli.local_stack import invoke
 from refund_sorter_cli.model_admin import ModelCatalogue
 from tests.conftest import CLOTHING
+from tests.handlers import call_handler
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -57,7 +57,7 @@ def label(aws: LocalAws, department: str, count: int, *, notify: bool = True) ->
         keys.append(f"labelled/{department}/{photo.name}")
         aws.put_photo(keys[-1], photo.read_bytes())
     if notify:
-        report = invoke(aws.template, "EmbedLabelledFunction", s3_event(aws, *keys))
+        report = call_handler(aws.template, "EmbedLabelledFunction", s3_event(aws, *keys))
         assert report["embedded"] == count, report
     return keys
 
@@ -66,7 +66,7 @@ def test_a_labelled_photo_is_embedded_when_it_arrives_and_again_when_replaced(aw
     # WHEN a photo lands under labelled/ and S3 tells the embed function
     hat, other = photos_of("hat", 2)
     aws.put_photo("labelled/hat/one.jpg", hat.read_bytes())
-    report = invoke(aws.template, "EmbedLabelledFunction", s3_event(aws, "labelled/hat/one.jpg"))
+    report = call_handler(aws.template, "EmbedLabelledFunction", s3_event(aws, "labelled/hat/one.jpg"))
     # THEN its features are recorded under the photo version's id, and no Result is made for it
     assert report["embedded"] == 1 and report["failed"] == {}
     (first,) = labelled_photos(aws.bucket)
@@ -78,7 +78,7 @@ def test_a_labelled_photo_is_embedded_when_it_arrives_and_again_when_replaced(aw
     aws.put_photo("labelled/hat/one.jpg", other.read_bytes())
     (second,) = labelled_photos(aws.bucket)
     assert missing(aws.bucket) == [second]
-    invoke(aws.template, "EmbedLabelledFunction", s3_event(aws, "labelled/hat/one.jpg"))
+    call_handler(aws.template, "EmbedLabelledFunction", s3_event(aws, "labelled/hat/one.jpg"))
     assert missing(aws.bucket) == []
     features = read_features(aws.bucket, [second])
     assert list(features) == [second.stored.result_id] != [first.stored.result_id]
@@ -94,7 +94,7 @@ def test_an_unreadable_or_stale_labelled_photo_is_reported_not_embedded(aws: Loc
     aws.put_photo("labelled/not a department/x.jpg", photos_of("hat", 1)[0].read_bytes())  # ignored: no such name
     event = s3_event(aws, "labelled/hat/broken.jpg", "labelled/hat/replaced.jpg", "labelled/not a department/x.jpg")
     aws.put_photo("labelled/hat/replaced.jpg", photos_of("hat", 2)[1].read_bytes())  # after the event was sent
-    report = invoke(aws.template, "EmbedLabelledFunction", event)
+    report = call_handler(aws.template, "EmbedLabelledFunction", event)
     # the corrupt photo is named with why; the one replaced since the event is not embedded as the wrong photo
     assert report["embedded"] == 0
     assert set(report["failed"]) == {"labelled/hat/broken.jpg", "labelled/hat/replaced.jpg"}
@@ -118,7 +118,8 @@ def test_the_training_function_publishes_a_version_that_activate_switches_on(
     hat = photo_from_path(photos_of("hat", 12)[-1], aws.settings)  # not one it learned from
     assert running.classify_one(hat).model_version == sorter.classifier.info.version
     # WHEN the training function runs (as `refund-sorter train` or the schedule starts it)
-    summary = invoke(aws.template, "TrainFunction", {"source": "refund-sorter.training-schedule", "activate": False})
+    scheduled = {"source": "refund-sorter.training-schedule", "activate": False}
+    summary = call_handler(aws.template, "TrainFunction", scheduled)
     # THEN it published a version with its report, from the 30 recorded features, and activated nothing
     assert summary["ok"] and not summary["active"]
     assert (summary["labelled"], summary["reviewed"], summary["labelled_without_features"]) == (30, 0, 0)

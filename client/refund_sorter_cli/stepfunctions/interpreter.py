@@ -368,17 +368,18 @@ class LocalStateMachine:
         ordered = [records[index] for index in sorted(records)]
         emit(Event("MapRunFinished", name, {"succeeded": sum(r["Status"] == "SUCCEEDED" for r in ordered),
                                              "failed": tolerated.failed}))  # fmt: skip
+        result: Any = None
+        if "ResultWriter" in state:  # written when the map run fails too: the failed children are in it
+            details = self._write_results(
+                state["ResultWriter"], document, context, run_id=run_id, map_run_arn=map_run_arn, records=ordered
+            )
+            result = {"MapRunArn": map_run_arn, "ResultWriterDetails": details}
         if tolerated.exceeded:
             raise StatesError(
                 "States.ExceedToleratedFailureThreshold",
                 f"{tolerated.failed} of {len(items)} child executions failed, more than the map tolerates",
             )
-        if "ResultWriter" in state:
-            details = self._write_results(
-                state["ResultWriter"], document, context, run_id=run_id, map_run_arn=map_run_arn, records=ordered
-            )
-            return {"MapRunArn": map_run_arn, "ResultWriterDetails": details}
-        return [json.loads(record["Output"]) for record in ordered]
+        return result if result is not None else [json.loads(record["Output"]) for record in ordered]
 
     def _read_items(self, state: dict[str, Any], document: Any, context: dict[str, Any]) -> list[Any]:
         reader = fill_template(state["ItemReader"].get("Parameters", {}), document, context)
