@@ -35,7 +35,9 @@ class PythonLambdas:
         self.stopped: list[Any] = []
         self._lock = threading.Lock()
 
-    def invoke(self, function_name: str, payload: Any, *, stopped: Any = None) -> Any:
+    def invoke(
+        self, function_name: str, payload: Any, *, stopped: Callable[[], StatesError | None] | None = None
+    ) -> Any:
         with self._lock:
             self.calls.append(payload)
         answer = self.work(payload)
@@ -90,7 +92,7 @@ def run(
     lambdas = PythonLambdas(work)
     machine = LocalStateMachine(
         template, lambdas, definition=definition, sleep=lambda _: None, s3=s3 or MemoryS3(), workers=workers
-    )  # type: ignore[arg-type]
+    )
     return machine.start(document), lambdas
 
 
@@ -264,7 +266,7 @@ def test_the_executions_timeout_stops_a_retry_wait(template: Template) -> None:
     def fail(_: Any) -> Any:
         raise StatesError("Boom", "")
 
-    machine = LocalStateMachine(template, PythonLambdas(fail), definition=definition)  # type: ignore[arg-type]
+    machine = LocalStateMachine(template, PythonLambdas(fail), definition=definition)
     started = time.monotonic()
     execution = machine.start({})
     assert (execution.status, execution.error) == ("TIMED_OUT", "States.Timeout")

@@ -35,7 +35,7 @@ import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from refund_sorter_cli.stepfunctions.data import fill_template, has_path, read_path, select, within_limit, write_path
 from refund_sorter_cli.stepfunctions.definition import (
@@ -51,10 +51,17 @@ from refund_sorter_cli.template import LOCAL_ACCOUNT, LOCAL_REGION
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from refund_sorter_cli.stepfunctions.lambdas import LocalLambdas
     from refund_sorter_cli.template import Template
 
 ABORTED = "States.Aborted"
+
+
+class Lambdas(Protocol):
+    """Where Lambda tasks run: :class:`refund_sorter_cli.stepfunctions.LocalLambdas` (tests: plain functions)."""
+
+    def invoke(
+        self, function_name: str, payload: Any, *, stopped: Callable[[], StatesError | None] | None = None
+    ) -> Any: ...
 
 
 class StoppedError(StatesError):
@@ -124,7 +131,7 @@ class Execution:
 
 
 class LocalStateMachine:
-    """Executions of a state machine of the template, with Lambda tasks on :class:`LocalLambdas`.
+    """Executions of a state machine of the template, with Lambda tasks on :class:`.LocalLambdas`.
 
     Parameters
     ----------
@@ -147,7 +154,7 @@ class LocalStateMachine:
     def __init__(
         self,
         template: Template,
-        lambdas: LocalLambdas,
+        lambdas: Lambdas,
         *,
         logical_id: str = NIGHTLY_STATE_MACHINE,
         workers: int = 2,
