@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +15,7 @@ import pytest
 
 from refund_sorter_cli.stepfunctions import LocalStateMachine, StatesError
 from refund_sorter_cli.template import Template
+from tests.python_lambdas import PythonLambdas, Wait
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -23,41 +23,6 @@ if TYPE_CHECKING:
 FUNCTION = "arn:aws:lambda:us-east-1:123456789012:function:work"
 EVERYTHING = [{"ErrorEquals": ["States.ALL"], "MaxAttempts": 2, "IntervalSeconds": 1}]
 CAUGHT = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.caught", "Next": "Caught"}]
-
-
-class PythonLambdas:
-    """Lambda tasks as Python functions, with :class:`LocalLambdas`' ``invoke`` contract: the call watches
-    ``stopped`` while it works (a function that waits is stopped as the process would be killed)."""
-
-    def __init__(self, work: Callable[[Any], Any]) -> None:
-        self.work = work
-        self.calls: list[Any] = []
-        self.stopped: list[Any] = []
-        self._lock = threading.Lock()
-
-    def invoke(
-        self, function_name: str, payload: Any, *, stopped: Callable[[], StatesError | None] | None = None
-    ) -> Any:
-        with self._lock:
-            self.calls.append(payload)
-        answer = self.work(payload)
-        if isinstance(answer, Wait):
-            until = time.monotonic() + answer.seconds
-            while time.monotonic() < until:
-                if stopped is not None and (reason := stopped()) is not None:
-                    with self._lock:
-                        self.stopped.append(payload)
-                    raise reason
-                time.sleep(0.01)
-            return answer.then
-        return answer
-
-
-class Wait:
-    """A function that works ``seconds`` before it answers ``then``."""
-
-    def __init__(self, seconds: float, then: Any = None) -> None:
-        self.seconds, self.then = seconds, then
 
 
 class MemoryS3:

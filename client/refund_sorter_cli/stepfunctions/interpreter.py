@@ -212,7 +212,7 @@ class LocalStateMachine:
         except StatesError as exc:
             timed_out = isinstance(exc, StoppedError) and exc.error == TIMEOUT
             execution.status = "TIMED_OUT" if timed_out else "FAILED"
-            execution.error, execution.cause = exc.error, exc.cause
+            execution.error, execution.cause = exc.error, exc.cause or None  # a Fail without Cause has none
             ended = "ExecutionTimedOut" if timed_out else "ExecutionFailed"
             emit(Event(ended, detail={"error": exc.error, "cause": exc.cause}))
         else:
@@ -325,7 +325,8 @@ class LocalStateMachine:
         try:
             payload = self.lambdas.invoke(parameters["FunctionName"], parameters.get("Payload", {}), stopped=stop)
         except LambdaFunctionError as exc:
-            raise StatesError(exc.error_type, json.dumps(exc.payload)) from None
+            # the cause is the function's error payload as Lambda returns it: compact JSON
+            raise StatesError(exc.error_type, json.dumps(exc.payload, separators=(",", ":"))) from None
         emit(Event("TaskSucceeded", name))
         return within_limit({"ExecutedVersion": "$LATEST", "Payload": payload, "StatusCode": 200}, f"{name}'s result")
 
