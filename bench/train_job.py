@@ -6,6 +6,9 @@
   arrival, per photo);
 - ``TrainFunction``: its handler, reading the recorded features, fitting, writing the SVG report, publishing.
 
+Both functions run as the CLI runs them, through :class:`refund_sorter_cli.stepfunctions.LocalLambdas` (a
+process per function; TrainFunction's time includes that process's cold start).
+
 Run: ``.venv/bin/python -m bench.train_job`` (needs matplotlib, a dev dependency, for the "before" report and
 git for main's head_report.py) → bench/train_job.json
 """
@@ -43,7 +46,8 @@ def measure() -> dict[str, object]:
     from refund_sorter.config import get_settings
     from refund_sorter.heads.labelled import backbone_sorter
     from refund_sorter.storage.bucket import PhotoBucket
-    from refund_sorter_cli.local_stack import apply_function_environment, create_resources, invoke
+    from refund_sorter_cli.local_stack import apply_function_environment, create_resources
+    from refund_sorter_cli.stepfunctions import LocalLambdas
     from refund_sorter_cli.template import Template
     from refund_sorter_cli.training import embed
     from refund_sorter_training.admin import ModelAdmin
@@ -79,15 +83,16 @@ def measure() -> dict[str, object]:
     event = json.loads((ROOT / "events" / "s3-object-created.json").read_text(encoding="utf-8"))
     (record,) = event["Records"]
     arrival = []
-    invoke(template, "EmbedLabelledFunction", {"embed_missing": False, "Records": []})  # the handler's cold start
-    for s in stored:
-        one = record | {"s3": record["s3"] | {"object": {"key": s.key, "eTag": s.etag, "size": s.size}}}
+    with LocalLambdas(template, log_dir=Path(tempfile.gettempdir()) / "bench-train-job") as lambdas:
+        lambdas.invoke("EmbedLabelledFunction", {"embed_missing": False, "Records": []})  # its cold start
+        for s in stored:
+            one = record | {"s3": record["s3"] | {"object": {"key": s.key, "eTag": s.etag, "size": s.size}}}
+            started = time.perf_counter()
+            assert lambdas.invoke("EmbedLabelledFunction", {"Records": [one]})["embedded"] == 1
+            arrival.append(time.perf_counter() - started)
         started = time.perf_counter()
-        assert invoke(template, "EmbedLabelledFunction", {"Records": [one]})["embedded"] == 1
-        arrival.append(time.perf_counter() - started)
-    started = time.perf_counter()
-    summary = invoke(template, "TrainFunction", {"activate": False})
-    after = time.perf_counter() - started
+        summary = lambdas.invoke("TrainFunction", {"activate": False})  # its cold start included
+        after = time.perf_counter() - started
     assert summary["ok"] and summary["labelled"] == len(keys), summary
     arrival.sort()
     return {

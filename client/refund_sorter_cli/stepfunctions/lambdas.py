@@ -20,8 +20,9 @@ AWS behaviour followed (Lambda developer guide: "Lambda execution environment li
   works, so a short spike is seen too) goes over the function's ``MemorySize`` is killed:
   ``Runtime.OutOfMemory``. Lambda limits the sandbox's memory (a cgroup), not its address space:
   ``RLIMIT_AS`` is unusable here, because onnxruntime and glibc reserve address space per thread (measured:
-  1.1 GB of address space for 175 MB resident with 8 threads, and onnxruntime's arena fails under a 1024 MB
-  ``RLIMIT_AS``; see bench/lambda-memory.md).
+  1.1 GB of address space for 160 MB resident with 8 threads, and the model fails to load under a 1,024 MB
+  ``RLIMIT_AS``); ``RLIMIT_DATA`` counts untouched writable memory too (about twice the resident size), so
+  it would be stricter than Lambda. See bench/lambda-memory.md (``python -m bench.lambda_memory``).
 - **Answer.** The handler's return value must be JSON (``Runtime.MarshalError``) and at most 6 MB
   (``Function.ResponseSizeTooLarge``: Lambda's quota on a synchronous invocation's response). An exception is
   reported as its type's name and message, as the Python runtime does; a process that dies is
