@@ -74,9 +74,9 @@ def machine(**states: dict[str, Any]) -> dict[str, Any]:
     return {"StartAt": next(iter(states)), "States": states}
 
 
+FLAKY_TRIES = {"FunctionName": f"{ACCOUNT_ARN}:flaky", "Payload": {"attempt.$": "$$.State.RetryCount"}}
 RETRY_VALUE_ERRORS = [{"ErrorEquals": ["ValueError"], "IntervalSeconds": 1, "MaxAttempts": 2, "BackoffRate": 1}]
 DONE = {"Type": "Succeed"}
-# fmt: off
 CASES: dict[str, tuple[dict[str, Any], Any]] = {
     "parameters-selector-result-path": (
         machine(
@@ -118,7 +118,7 @@ CASES: dict[str, tuple[dict[str, Any], Any]] = {
         machine(
             Work=task(
                 "flaky",
-                Parameters={"FunctionName": f"{ACCOUNT_ARN}:flaky", "Payload": {"attempt.$": "$$.State.RetryCount"}},
+                Parameters=FLAKY_TRIES,
                 Retry=RETRY_VALUE_ERRORS,
                 OutputPath="$.Payload",
             )
@@ -129,7 +129,7 @@ CASES: dict[str, tuple[dict[str, Any], Any]] = {
         machine(
             Work=task(
                 "flaky",
-                Parameters={"FunctionName": f"{ACCOUNT_ARN}:flaky", "Payload": {"attempt.$": "$$.State.RetryCount"}},
+                Parameters=FLAKY_TRIES,
                 Retry=[RETRY_VALUE_ERRORS[0] | {"MaxAttempts": 1}],
                 Catch=[{"ErrorEquals": ["ValueError"], "ResultPath": "$.error", "Next": "Caught"}],
                 Next="Done",
@@ -200,7 +200,6 @@ CASES: dict[str, tuple[dict[str, Any], Any]] = {
         {"in": 1},
     ),
 }
-# fmt: on
 
 
 # ------------------------------------------------------------------------------------------------ the two runs

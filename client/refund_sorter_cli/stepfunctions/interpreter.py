@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -104,6 +104,18 @@ class Stop:
             self.check()
             time.sleep(min(left, 0.05))
         self.check()
+
+
+@dataclass(frozen=True)
+class _Step:
+    """A Task or Map state being run: its name and definition, the context object, where its history goes, and
+    what stops it."""
+
+    name: str
+    state: dict[str, Any]
+    context: dict[str, Any]
+    emit: Callable[[Event], None]
+    stop: Stop
 
 
 @dataclass
@@ -243,7 +255,7 @@ class LocalStateMachine:
                 name = self._choose(state, document)
                 continue
             try:
-                document = self._run_with_retries(name, state, document, context, emit, stop=stop)
+                document = self._run_with_retries(_Step(name, state, context, emit, stop), document)
             except StoppedError:
                 raise
             except StatesError as exc:
@@ -268,28 +280,20 @@ class LocalStateMachine:
             raise StatesError("States.NoChoiceMatched", "no choice rule matched and there is no Default")
         return str(state["Default"])
 
-    def _run_with_retries(
-        self,
-        name: str,
-        state: dict[str, Any],
-        document: Any,
-        context: dict[str, Any],
-        emit: Callable[[Event], None],
-        *,
-        stop: Stop,
-    ) -> Any:
+    def _run_with_retries(self, step: _Step, document: Any) -> Any:
         """A Task or Map state: input → work, retried as its Retry says (Parameters, the call, ResultSelector and
         ResultPath are the work) → OutputPath."""
+        name, state, stop = step.name, step.state, step.stop
         attempts: dict[int, int] = {}
         retry_count = 0
         effective = select(document, state.get("InputPath", "$"))
         while True:
-            state_context = context | {"State": {"Name": name, "EnteredTime": _timestamp(), "RetryCount": retry_count}}
+            entered = {"Name": name, "EnteredTime": _timestamp(), "RetryCount": retry_count}
+            attempt = replace(step, context=step.context | {"State": entered})
+            state_context = attempt.context
             try:
-                if state["Type"] == "Task":
-                    result = self._task(name, state, effective, state_context, emit, stop=stop)
-                else:
-                    result = self._map(name, state, effective, state_context, emit, stop=stop)
+                work = self._task if state["Type"] == "Task" else self._map
+                result = work(attempt, effective)
                 if "ResultSelector" in state:
                     result = fill_template(state["ResultSelector"], result, state_context)
                 combined = write_path(document, state.get("ResultPath", "$"), result)
@@ -297,12 +301,14 @@ class LocalStateMachine:
             except StoppedError:
                 raise
             except StatesError as exc:
-                emit(Event("TaskFailed", name, {"error": exc.error, "cause": exc.cause, "retry_count": retry_count}))
+                step.emit(
+                    Event("TaskFailed", name, {"error": exc.error, "cause": exc.cause, "retry_count": retry_count})
+                )
                 delay = retry_delay(state.get("Retry", []), exc.error, attempts)
                 if delay is None:
                     raise
                 retry_count += 1
-                emit(Event("TaskRetried", name, {"error": exc.error, "delay": delay, "retry_count": retry_count}))
+                step.emit(Event("TaskRetried", name, {"error": exc.error, "delay": delay, "retry_count": retry_count}))
                 if self.sleep is None:
                     stop.pause(delay)
                 else:
@@ -310,20 +316,12 @@ class LocalStateMachine:
                     stop.check()
         return within_limit(select(combined, state.get("OutputPath", "$")), f"{name}'s output")
 
-    def _task(
-        self,
-        name: str,
-        state: dict[str, Any],
-        document: Any,
-        context: dict[str, Any],
-        emit: Callable[[Event], None],
-        *,
-        stop: Stop,
-    ) -> Any:
+    def _task(self, step: _Step, document: Any) -> Any:
+        name, state, context, emit = step.name, step.state, step.context, step.emit
         parameters = within_limit(fill_template(state.get("Parameters", {}), document, context), f"{name}'s input")
         emit(Event("TaskScheduled", name, {"function": parameters["FunctionName"]}))
         try:
-            payload = self.lambdas.invoke(parameters["FunctionName"], parameters.get("Payload", {}), stopped=stop)
+            payload = self.lambdas.invoke(parameters["FunctionName"], parameters.get("Payload", {}), stopped=step.stop)
         except LambdaFunctionError as exc:
             # the cause is the function's error payload as Lambda returns it: compact JSON
             raise StatesError(exc.error_type, json.dumps(exc.payload, separators=(",", ":"))) from None
@@ -332,16 +330,8 @@ class LocalStateMachine:
 
     # -------------------------------------------------------------------------------------- the Distributed Map
 
-    def _map(
-        self,
-        name: str,
-        state: dict[str, Any],
-        document: Any,
-        context: dict[str, Any],
-        emit: Callable[[Event], None],
-        *,
-        stop: Stop,
-    ) -> Any:
+    def _map(self, step: _Step, document: Any) -> Any:
+        name, state, context, emit, stop = step.name, step.state, step.context, step.emit, step.stop
         items = self._read_items(state, document, context)
         limit = state.get("MaxConcurrency", 0)
         if "MaxConcurrencyPath" in state:
@@ -378,9 +368,8 @@ class LocalStateMachine:
                                              "failed": tolerated.failed}))  # fmt: skip
         result: Any = None
         if "ResultWriter" in state:  # written when the map run fails too: the failed children are in it
-            details = self._write_results(
-                state["ResultWriter"], document, context, run_id=run_id, map_run_arn=map_run_arn, records=ordered
-            )
+            parameters = fill_template(state["ResultWriter"].get("Parameters", {}), document, context)
+            details = self._write_results(parameters, run_id=run_id, map_run_arn=map_run_arn, records=ordered)
             result = {"MapRunArn": map_run_arn, "ResultWriterDetails": details}
         if tolerated.exceeded:
             raise StatesError(
@@ -448,17 +437,10 @@ class LocalStateMachine:
         return record
 
     def _write_results(
-        self,
-        writer: dict[str, Any],
-        document: Any,
-        context: dict[str, Any],
-        *,
-        run_id: str,
-        map_run_arn: str,
-        records: list[dict[str, Any]],
+        self, parameters: dict[str, Any], *, run_id: str, map_run_arn: str, records: list[dict[str, Any]]
     ) -> dict[str, str]:
-        """The map's ResultWriter: ``<Prefix>/<map run id>/manifest.json`` and one file per status, as AWS does."""
-        parameters = fill_template(writer.get("Parameters", {}), document, context)
+        """The map's ResultWriter (its ``parameters`` filled): ``<Prefix>/<map run id>/manifest.json`` and one file
+        per status, as AWS does."""
         bucket, prefix = parameters["Bucket"], parameters.get("Prefix", "")
         base = f"{prefix.rstrip('/')}/{run_id}/" if prefix else f"{run_id}/"
         by_file: dict[str, list[dict[str, Any]]] = {"FAILED": [], "PENDING": [], "SUCCEEDED": []}
