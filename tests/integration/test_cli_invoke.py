@@ -88,12 +88,16 @@ def url_event(tmp_path: Path, url: str) -> Path:
 
 @pytest.mark.usefixtures("deployed_stack")
 def test_invoke_aws_asks_the_deployed_function_and_never_turns_the_ssrf_guard_off(
-    tmp_path: Path, private_server: tuple[str, list[str]], capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    private_server: tuple[str, list[str]],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     url, fetched = private_server
     event = url_event(tmp_path, url)
+    monkeypatch.setenv("REFUND_SORTER_PREDICT_FUNCTION", DEPLOYED)  # from the stack output PredictFunctionName
     # WHEN a person invokes the deployed function with an event naming a private URL
-    assert main(["invoke", DEPLOYED, "--event", str(event), "--aws"]) == 0
+    assert main(["invoke", "PredictFunction", "--event", str(event), "--aws"]) == 0
     # THEN the deployed function got the event (moto's Lambda answers with it) and nothing ran here
     assert json.loads(capsys.readouterr().out) == json.loads(event.read_text(encoding="utf-8"))
     assert fetched == [], "nothing on this machine fetched the private URL"
@@ -101,13 +105,13 @@ def test_invoke_aws_asks_the_deployed_function_and_never_turns_the_ssrf_guard_of
 
 
 @pytest.mark.usefixtures("deployed_stack")
-def test_invoke_aws_with_a_logical_id_asks_for_the_deployed_name_and_runs_nothing_here(
+def test_invoke_aws_without_the_deployed_name_says_so_and_runs_nothing_here(
     tmp_path: Path, private_server: tuple[str, list[str]], capsys: pytest.CaptureFixture[str]
 ) -> None:
     url, fetched = private_server
     # (this ran the handler here, against AWS, with the SSRF guard off: the private URL was fetched)
     assert main(["invoke", "PredictFunction", "--event", str(url_event(tmp_path, url)), "--aws"]) == 2
-    assert "PredictFunctionName" in capsys.readouterr().err
+    assert "REFUND_SORTER_PREDICT_FUNCTION" in capsys.readouterr().err
     assert fetched == []
     assert PRIVATE not in os.environ
 
