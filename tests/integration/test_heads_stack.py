@@ -64,7 +64,9 @@ def test_train_on_the_stack_from_labelled_photos_and_reviews(
     assert len(versions) == 1 and versions[0]["departments"] == DEPARTMENTS
     assert versions[0]["training"]["photos_per_department"]["hat"] == 12  # 10 labelled + 2 reviewed
     assert versions[0]["training"]["sources"] == {"labelled": 40, "reviewed": 2, "bucket": aws.settings.bucket}
-    assert {r.id for r in reviewed} <= set(load_embeddings(aws.s3, aws.settings.bucket, ["embeddings/results/"]))
+    assert {r.id for r in reviewed} <= set(
+        load_embeddings(aws.s3, aws.settings.bucket, ["embeddings/results/"], sorter.classifier.info.version)
+    )
     # AND nothing is active until a person says so
     assert registry_of(aws).pointer().version is None
 
@@ -174,7 +176,7 @@ def test_the_api_and_the_batch_follow_the_active_version_without_a_restart(
     assert [d["id"] for d in requests.get(f"{live_api}/departments", timeout=30).json()] == DEPARTMENTS
     created = requests.post(f"{live_api}/predictions", json=body, timeout=30).json()
     assert created["prediction"] == "hat" and created["model_version"].endswith(f"+head-{version}")
-    kept = load_embeddings(aws.s3, aws.settings.bucket, ["embeddings/results/"])
+    kept = load_embeddings(aws.s3, aws.settings.bucket, ["embeddings/results/"], get_sorter().classifier.info.version)
     assert kept[created["id"]].shape == (1280,)
     review = requests.patch(f"{live_api}/predictions/{created['id']}", json={"category": "shoes"}, timeout=30)
     assert review.status_code == 200 and review.json()["review"]["department"] == "shoes"

@@ -33,6 +33,8 @@ class ModelInfo:
 
     name: str
     version: str
+    # The side of the square the model takes (model.json's input.size): 224 for Lite0, 240 Lite1, 260 Lite2.
+    input_size: int = 224
 
     @classmethod
     def from_model_path(cls, model_path: Path) -> ModelInfo:
@@ -52,7 +54,8 @@ class ModelInfo:
         )
         digest = known or hashlib.sha256(model_path.read_bytes()).hexdigest()
         stem = model_path.name.removesuffix(".onnx").replace("efficientnet_lite0", meta["name"]).replace("_", "-")
-        return cls(name=meta["name"], version=f"{stem}-{digest[:12]}")
+        size = int(meta.get("input", {}).get("size", 224))
+        return cls(name=meta["name"], version=f"{stem}-{digest[:12]}", input_size=size)
 
 
 class Classifier:
@@ -96,7 +99,7 @@ class Classifier:
             _ = self.session
 
     def run(self, batch: np.ndarray) -> ModelOutput:
-        """Class probabilities and pooled features for a ``float32[N, 3, 224, 224]`` batch, in one model call.
+        """Class probabilities and pooled features for a ``float32[N, 3, S, S]`` batch, in one model call.
 
         The features come free: they are the input of the model's last layer, exposed as a second output
         (``tools/model/expose_embeddings.py``). A model without that output (an older or quantised file)
@@ -114,7 +117,7 @@ class Classifier:
         return EMBEDDINGS in {output.name for output in self.session.get_outputs()}
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        """Softmax over the 1000 classes for a ``float32[N, 3, 224, 224]`` batch."""
+        """Softmax over the 1000 classes for a ``float32[N, 3, S, S]`` batch."""
         return self.run(batch).probabilities
 
 
