@@ -98,19 +98,27 @@ class Classifier:
         with self._lock:
             _ = self.session
 
-    def run(self, batch: np.ndarray) -> ModelOutput:
+    def run(self, batch: np.ndarray, *, mirror: bool = False) -> ModelOutput:
         """Class probabilities and pooled features for a ``float32[N, 3, S, S]`` batch, in one model call.
 
         The features come free: they are the input of the model's last layer, exposed as a second output
         (``tools/model/expose_embeddings.py``). A model without that output (an older or quantised file)
-        gives ``embeddings=None``.
+        gives ``embeddings=None``. With ``mirror``, each photo's mirror image runs in the same call and the
+        photo's probabilities and features are the averages of the two (test-time flip averaging).
         """
         with self._lock:  # cached_property is not thread-safe on first access
             session = self.session
         names = [LOGITS] + ([EMBEDDINGS] if self.has_embeddings else [])
+        count = len(batch)
+        if mirror:
+            batch = np.concatenate([batch, batch[..., ::-1]])
         outputs = session.run(names, {session.get_inputs()[0].name: batch})
+        probabilities = softmax(np.asarray(outputs[0], dtype=np.float32))
         embeddings = np.asarray(outputs[1], dtype=np.float32) if len(outputs) > 1 else None
-        return ModelOutput(softmax(np.asarray(outputs[0], dtype=np.float32)), embeddings)
+        if mirror:
+            probabilities = (probabilities[:count] + probabilities[count:]) / 2
+            embeddings = None if embeddings is None else (embeddings[:count] + embeddings[count:]) / 2
+        return ModelOutput(probabilities, embeddings)
 
     @cached_property
     def has_embeddings(self) -> bool:

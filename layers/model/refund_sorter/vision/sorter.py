@@ -175,7 +175,7 @@ class Sorter:
     def _classified(self, photos: list[Photo], crops: list[np.ndarray]) -> list[tuple[Result, np.ndarray | None]]:
         from refund_sorter.vision.images import to_model_input
 
-        output = self.classifier.run(to_model_input(crops))
+        output = self.classifier.run(to_model_input(crops), mirror=self.settings.mirror_average)
         class_probs = output.probabilities
         taxonomy_probs = self.taxonomy.department_probabilities(class_probs)
         # Kept as float16; the head is applied to exactly what is kept, so re-applying any head to stored
