@@ -116,8 +116,8 @@ class Classifier:
         probabilities = softmax(np.asarray(outputs[0], dtype=np.float32))
         embeddings = np.asarray(outputs[1], dtype=np.float32) if len(outputs) > 1 else None
         if mirror:
-            probabilities = (probabilities[:count] + probabilities[count:]) / 2
-            embeddings = None if embeddings is None else (embeddings[:count] + embeddings[count:]) / 2
+            probabilities = (probabilities[:count] + probabilities[count:]) * np.float32(0.5)
+            embeddings = None if embeddings is None else (embeddings[:count] + embeddings[count:]) * np.float32(0.5)
         return ModelOutput(probabilities, embeddings)
 
     @cached_property
