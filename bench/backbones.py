@@ -73,7 +73,22 @@ COLD_STARTS: Final = 5
 EXTRACT_BATCH: Final = 32
 # As published with the weights (the EfficientNet-Lite README; design.md §11).
 IMAGENET_TOP1: Final = {"efficientnet-lite0": 0.751, "efficientnet-lite1": 0.767, "efficientnet-lite2": 0.776}
-DECISION: Final = "(decision: written after the run)"
+DECISION: Final = """**The product keeps Lite0, framed 240/256, without mirror averaging; the taxonomy is what changed.**
+
+- *Head.* Lite1 is the only backbone whose features a head sorts better (+1.5 points of top-1 on `validation/`, +0.9
+  in 5-fold CV on `train/`; +2.6 with two framings, at two model passes), but with neither 91 % top-1 nor 78 %
+  auto-sorted, for ~1.4× the model's time; and its flatter ImageNet probabilities cost every shop without a head:
+  the taxonomy auto-sorts ~60 % of `validation/` instead of 84 %, and gets fewer right. Lite2's head is no better
+  than Lite0's (train CV 88.2 % vs 88.1 %; validation lower) for ~1.9× the model's time. No candidate reaches the
+  head aims (91 % top-1, 78 % auto-sorted at 98 %) on these photos.
+- *Mirror averaging, two framings* on Lite0: +0.6 and +0.9 points of head top-1 on `validation/` (2 and 3 photos of
+  341), no more auto-sorted, for twice the model's time: off by default, `REFUND_SORTER_MIRROR_AVERAGE=true` turns
+  the first on. The best framing by train CV is 240/256 for all three backbones (so those rows equal plain/flip).
+- *Taxonomy* (no head): five ImageNet classes that are garments' look-alikes now go to clothing. On Lite0 at
+  240/256 that takes the department right from 87.4 % to 94.7 % of `validation/` and from 88.4 % to 95.0 % of
+  `train/`, and the auto-sorted share from 67.7 % to 84.2 % at 99.7 % precision, at no cost. The classes were
+  picked on `train/`; 'sleeping bag' was added after seeing `validation/`'s numbers (the first four gave 91.8 %
+  there), so the held-back photos are its real test."""
 # ImageNet classes moved to clothing by this work (class label → (before, now)): the five that took most probability
 # from clothing photos of train/ (Lite0, 224/256) to other departments, each a garment's look-alike at a returns
 # desk. An apron is workwear; "velvet" and "wool" are what a velvet dress or a knitted jumper looks like to ImageNet
@@ -473,7 +488,12 @@ def rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     base = report["costs"][BASELINE]
     out = []
     for name, entry in report["backbones"].items():
+        seen: set[tuple[tuple[str, ...], bool]] = set()
         for variant_name, variant in entry["variants"].items():
+            views = (tuple(variant["framings"]), variant["flip"])
+            if views in seen:  # "best framing" when it is the product's: the same row again
+                continue
+            seen.add(views)
             batch, api = variant_costs(report, name, variant)
             out.append(
                 {
