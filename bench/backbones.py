@@ -73,7 +73,7 @@ COLD_STARTS: Final = 5
 EXTRACT_BATCH: Final = 32
 # As published with the weights (the EfficientNet-Lite README; design.md §11).
 IMAGENET_TOP1: Final = {"efficientnet-lite0": 0.751, "efficientnet-lite1": 0.767, "efficientnet-lite2": 0.776}
-DECISION: Final = """**The product keeps Lite0, framed 240/256, without mirror averaging; the taxonomy is what changed.**
+DECISION: Final = """**The product keeps Lite0, framed 240/256, no mirror averaging; the taxonomy is what changed.**
 
 - *Head.* Lite1 is the only backbone whose features a head sorts better (+1.5 points of top-1 on `validation/`, +0.9
   in 5-fold CV on `train/`; +2.6 with two framings, at two model passes), but with neither 91 % top-1 nor 78 %
