@@ -272,7 +272,7 @@ def decode_photo(
             # decoded, for a PNG); a turn that does not fit is applied to the resized crop instead.
             reserve = max(flattening, turning) if turning <= max_memory else flattening
             with _DECODE_MEMORY.hold(reserve, max_memory):
-                return _crop_for_model(image, fmt, thumbnail_side, reserve, size, crop_fraction)
+                return _crop_for_model(image, fmt, thumbnail_side, reserve, size=size, crop_fraction=crop_fraction)
     except ImageError:
         raise
     except UnidentifiedImageError as exc:
@@ -348,7 +348,7 @@ def _decode_cost(mode: str, size: tuple[int, int], fmt: str) -> tuple[int, int]:
 
 
 def _crop_for_model(
-    image: Image.Image, fmt: str, thumbnail_side: int, reserved: int, size: int, crop_fraction: float
+    image: Image.Image, fmt: str, thumbnail_side: int, reserved: int, *, size: int, crop_fraction: float
 ) -> DecodedPhoto:
     # No seek: a freshly opened file is at an animation's first frame, and a HEIF file at its primary image
     # (which need not be the first one).
