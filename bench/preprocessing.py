@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from refund_sorter.config import Settings
-    from refund_sorter.heads.labelled import backbone_sorter
+    from refund_sorter.jobs.embed_labelled import backbone_sorter
 
     settings = Settings()
     sorter = backbone_sorter(settings)

@@ -44,7 +44,7 @@ def main() -> int:
 
 def measure() -> dict[str, object]:
     from refund_sorter.config import get_settings
-    from refund_sorter.heads.labelled import backbone_sorter
+    from refund_sorter.jobs.embed_labelled import backbone_sorter
     from refund_sorter.storage.bucket import PhotoBucket
     from refund_sorter_cli.local_stack import apply_function_environment, create_resources
     from refund_sorter_cli.stepfunctions import LocalLambdas

@@ -77,7 +77,7 @@ def sorter_with_head(folder: Path | None) -> Sorter:
     """The Sorter ``classify`` uses: the process-wide one, or one sorting with the head in ``folder``."""
     from refund_sorter.config import get_settings
     from refund_sorter.heads.active import FixedHead
-    from refund_sorter.heads.model import Head, HeadError
+    from refund_sorter.heads.model import Head, HeadError, other_backbone
     from refund_sorter.vision.sorter import Sorter, get_sorter
 
     if folder is None:
@@ -85,7 +85,7 @@ def sorter_with_head(folder: Path | None) -> Sorter:
     head = Head.load(folder)
     sorter = Sorter(get_settings(), heads=FixedHead(head))
     if head.backbone != sorter.classifier.info.version:
-        raise HeadError(f"{folder} was trained on {head.backbone}; this model is {sorter.classifier.info.version}")
+        raise HeadError(other_backbone(str(folder), head.backbone, sorter.classifier.info.version))
     return sorter
 
 
@@ -168,7 +168,7 @@ def embed(sorter: Sorter, photos: Iterable[Photo]) -> tuple[list[Photo], np.ndar
 def train_folder(folder: Path, out: Path, *, seed: int = 0) -> int:
     """``train DIR --out MODEL_DIR``: learn from ``DIR/<department>/*`` on this machine."""
     from refund_sorter.config import get_settings
-    from refund_sorter.heads.labelled import backbone_sorter
+    from refund_sorter.jobs.embed_labelled import backbone_sorter
     from refund_sorter.sources.files import photo_from_path
     from refund_sorter_training.fit import Labelled, check_counts
 

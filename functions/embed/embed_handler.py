@@ -1,7 +1,7 @@
 """Record the features of labelled photos (``labelled/<department>/``): when they land (S3 ObjectCreated),
 and on request for the ones still without (``{"embed_missing": true}``, what ``refund-sorter train`` sends).
 
-Orchestration only: the work is :mod:`refund_sorter.heads.labelled`.
+Orchestration only: the work is :mod:`refund_sorter.jobs.embed_labelled`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import S3Event
 
 from refund_sorter.config import get_settings
-from refund_sorter.heads.labelled import backbone_sorter, department_of, embed_labelled, missing
+from refund_sorter.heads.labelled import department_of, missing
+from refund_sorter.jobs.embed_labelled import backbone_sorter, embed_labelled
 from refund_sorter.storage.bucket import PhotoBucket, StoredPhoto
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ def _sorter() -> Sorter:
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     bucket = PhotoBucket(get_settings())
     if event.get("embed_missing"):
-        photos = [photo.stored for photo in missing(bucket)]
+        photos = [photo.stored for photo in missing(bucket, _sorter().classifier.info.version)]
     else:
         # The event names the exact version that landed (key, ETag, size): a later upload to the same key
         # brings its own event, and this one's read (If-Match) then fails instead of embedding the wrong photo.

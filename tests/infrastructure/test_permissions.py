@@ -249,7 +249,7 @@ def train_scenarios(
 ) -> None:
     """Labelled photos with their features and a reviewed Result with its own (the other functions' part, not
     recorded); then a training that publishes and activates, and one refused for too few photos."""
-    from refund_sorter.heads.labelled import embed_labelled
+    from refund_sorter.jobs.embed_labelled import embed_labelled
 
     for department in ("hat", "shoes"):
         for photo in sorted((CLOTHING / department).iterdir())[:10]:

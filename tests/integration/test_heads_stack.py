@@ -4,6 +4,8 @@ running functions (a Sorter, the API, the nightly batch) switching versions with
 from __future__ import annotations
 
 import base64
+import json
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 import requests
 
 from refund_sorter.heads.active import ActiveHead
+from refund_sorter.heads.model import HeadError
 from refund_sorter.jobs.nightly import run_nightly
 from refund_sorter.sources.files import photo_from_path
 from refund_sorter.vision.sorter import Sorter, get_sorter
@@ -64,7 +67,9 @@ def test_train_on_the_stack_from_labelled_photos_and_reviews(
     assert len(versions) == 1 and versions[0]["departments"] == DEPARTMENTS
     assert versions[0]["training"]["photos_per_department"]["hat"] == 12  # 10 labelled + 2 reviewed
     assert versions[0]["training"]["sources"] == {"labelled": 40, "reviewed": 2, "bucket": aws.settings.bucket}
-    assert {r.id for r in reviewed} <= set(load_embeddings(aws.s3, aws.settings.bucket, ["embeddings/results/"]))
+    assert {r.id for r in reviewed} <= set(
+        load_embeddings(aws.s3, aws.settings.bucket, ["embeddings/results/"], sorter.classifier.info.version)
+    )
     # AND nothing is active until a person says so
     assert registry_of(aws).pointer().version is None
 
@@ -174,7 +179,7 @@ def test_the_api_and_the_batch_follow_the_active_version_without_a_restart(
     assert [d["id"] for d in requests.get(f"{live_api}/departments", timeout=30).json()] == DEPARTMENTS
     created = requests.post(f"{live_api}/predictions", json=body, timeout=30).json()
     assert created["prediction"] == "hat" and created["model_version"].endswith(f"+head-{version}")
-    kept = load_embeddings(aws.s3, aws.settings.bucket, ["embeddings/results/"])
+    kept = load_embeddings(aws.s3, aws.settings.bucket, ["embeddings/results/"], get_sorter().classifier.info.version)
     assert kept[created["id"]].shape == (1280,)
     review = requests.patch(f"{live_api}/predictions/{created['id']}", json={"category": "shoes"}, timeout=30)
     assert review.status_code == 200 and review.json()["review"]["department"] == "shoes"
@@ -191,3 +196,21 @@ def test_the_api_and_the_batch_follow_the_active_version_without_a_restart(
     # WHEN rolled back THEN the ImageNet taxonomy is back
     registry.rollback()
     assert [d["id"] for d in requests.get(f"{live_api}/departments", timeout=30).json()] == taxonomy
+
+
+def test_a_version_trained_on_another_backbone_is_refused_at_activation(
+    aws: LocalAws, clothing_head: Path, tmp_path: Path
+) -> None:
+    # GIVEN a published version whose features came from another backbone (e.g. trained before the model changed)
+    other = tmp_path / "other-backbone"
+    shutil.copytree(clothing_head, other)
+    card = json.loads((other / "version.json").read_text(encoding="utf-8"))
+    card |= {"version": card["version"] + "-lite2", "backbone": "efficientnet-lite2-0123456789ab"}
+    (other / "version.json").write_text(json.dumps(card), encoding="utf-8")
+    registry = registry_of(aws)
+    version = registry.publish(other)
+    # WHEN someone activates it THEN it is refused with what to do, and nothing points at it
+    with pytest.raises(HeadError, match="trained on features of efficientnet-lite2-0123456789ab") as refused:
+        registry.activate(version)
+    assert "refund-sorter train" in refused.value.message
+    assert registry.pointer().version is None

@@ -7,10 +7,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import pytest
-
+from refund_sorter.config import Settings
 from refund_sorter.heads.active import ActiveHead
 from refund_sorter.heads.labelled import features_key, labelled_photos, missing, read_features
 from refund_sorter.sources.files import photo_from_path
+from refund_sorter.vision.classifier import ModelInfo
 from refund_sorter.vision.sorter import Sorter
 from refund_sorter_cli.commands import main
 from refund_sorter_cli.model_admin import ModelCatalogue
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from tests.integration.conftest import LocalAws
+
+# The model the functions run: labelled photos' features are kept per backbone.
+BACKBONE = ModelInfo.from_model_path(Settings().model_path).version
 
 
 def s3_event(aws: LocalAws, *keys: str) -> dict[str, Any]:
@@ -70,22 +74,22 @@ def test_a_labelled_photo_is_embedded_when_it_arrives_and_again_when_replaced(aw
     # THEN its features are recorded under the photo version's id, and no Result is made for it
     assert report["embedded"] == 1 and report["failed"] == {}
     (first,) = labelled_photos(aws.bucket)
-    assert aws.keys("embeddings/labelled/") == [features_key(aws.bucket, first.stored)]
-    assert read_features(aws.bucket, [first])[first.stored.result_id].shape == (1280,)
-    assert aws.items() == [] and missing(aws.bucket) == []
+    assert aws.keys("embeddings/labelled/") == [features_key(aws.bucket, BACKBONE, first.stored)]
+    assert read_features(aws.bucket, BACKBONE, [first])[first.stored.result_id].shape == (1280,)
+    assert aws.items() == [] and missing(aws.bucket, BACKBONE) == []
 
     # WHEN the photo is replaced under the same key THEN the new version is embedded; the old features are unused
     aws.put_photo("labelled/hat/one.jpg", other.read_bytes())
     (second,) = labelled_photos(aws.bucket)
-    assert missing(aws.bucket) == [second]
+    assert missing(aws.bucket, BACKBONE) == [second]
     call_handler(aws.template, "EmbedLabelledFunction", s3_event(aws, "labelled/hat/one.jpg"))
-    assert missing(aws.bucket) == []
-    features = read_features(aws.bucket, [second])
+    assert missing(aws.bucket, BACKBONE) == []
+    features = read_features(aws.bucket, BACKBONE, [second])
     assert list(features) == [second.stored.result_id] != [first.stored.result_id]
 
     # WHEN it is deleted THEN it drops out of what training reads
     aws.s3.delete_object(Bucket=aws.settings.bucket, Key="labelled/hat/one.jpg")
-    assert labelled_photos(aws.bucket) == [] and read_features(aws.bucket, []) == {}
+    assert labelled_photos(aws.bucket) == [] and read_features(aws.bucket, BACKBONE, []) == {}
 
 
 def test_an_unreadable_or_stale_labelled_photo_is_reported_not_embedded(aws: LocalAws) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from refund_sorter.errors import StorageError
 from refund_sorter.heads.active import ActiveHead
-from refund_sorter.heads.embeddings import compact, from_bytes, to_bytes
+from refund_sorter.heads.embeddings import UNRECORDED_BACKBONE, compact, from_bytes, to_bytes
 from refund_sorter.heads.model import Head, HeadError
 from refund_sorter.heads.registry import Pointer
 from refund_sorter.vision.sorter import Sorter
@@ -97,8 +98,9 @@ def test_a_head_from_another_backbone_is_refused(clothing_head: Path, tmp_path: 
     shutil.copytree(clothing_head, copy)
     card = json.loads((copy / "version.json").read_text(encoding="utf-8"))
     (copy / "version.json").write_text(json.dumps(card | {"backbone": "efficientnet-lite0-000000000000"}))
-    with pytest.raises(HeadError, match="trained on efficientnet-lite0-000000000000"):
+    with pytest.raises(HeadError, match="trained on features of efficientnet-lite0-000000000000") as refused:
         sorter_with_head(copy)
+    assert "refund-sorter train" in refused.value.message  # what to do about it
 
 
 @pytest.mark.parametrize("bad", [b"{}", b"not json", b'{"version": "v"}'])
@@ -154,9 +156,22 @@ def test_without_a_head_the_taxonomy_sorts_and_features_come_along(sorter: Sorte
 
 def test_kept_features_round_trip() -> None:
     features = np.random.default_rng(0).uniform(0, 6, (3, 1280)).astype(np.float32)
-    kept = from_bytes(to_bytes(["a", "b", "c"], features))
+    kept = from_bytes(to_bytes(["a", "b", "c"], features, "efficientnet-lite2-0123456789ab"))
     assert list(kept) == ["a", "b", "c"]
     assert np.array_equal(kept["b"], compact(features[1]))
+
+
+def test_kept_features_of_another_backbone_are_never_read_as_this_ones() -> None:
+    # GIVEN features kept by Lite2, and a file written before files named their backbone (Lite0's, then)
+    features = np.random.default_rng(0).uniform(0, 6, (2, 1280)).astype(np.float32)
+    lite2 = to_bytes(["a", "b"], features, "efficientnet-lite2-0123456789ab")
+    buffer = io.BytesIO()
+    np.savez(buffer, ids=np.array(["c"]), embeddings=compact(features[:1]))
+    # WHEN a reader asks for one backbone's features THEN it gets only files of that backbone
+    assert from_bytes(lite2, "efficientnet-lite0-b36a82426b51") == {}
+    assert list(from_bytes(lite2, "efficientnet-lite2-0123456789ab")) == ["a", "b"]
+    assert list(from_bytes(buffer.getvalue(), UNRECORDED_BACKBONE)) == ["c"]
+    assert from_bytes(buffer.getvalue(), "efficientnet-lite2-0123456789ab") == {}
 
 
 # ------------------------------------------------------------------------------------------- the pointer cache
@@ -212,10 +227,11 @@ def test_the_pointer_is_read_again_only_after_its_ttl() -> None:
     assert _version(active) == "v2"
 
 
-def test_a_version_for_another_backbone_is_not_used() -> None:
+def test_a_version_for_another_backbone_is_not_used(caplog: pytest.LogCaptureFixture) -> None:
     registry = FakeRegistry({"v1": _head("v1", backbone="other")})
     registry.version = "v1"
     assert ActiveHead(registry, "bb", ttl=0).current() is None  # type: ignore[arg-type]
+    assert "model version v1 was trained on features of other, but this model is bb" in caplog.text
 
 
 def _version(active: ActiveHead) -> Any:

@@ -142,3 +142,17 @@ def test_the_embeddings_are_what_the_last_layer_reads(sorter: Sorter, golden: di
     assert float(np.abs(embeddings - golden["embeddings"]).max()) < 1e-3
     assert output.embeddings is not None and np.array_equal(output.embeddings, embeddings)
     assert np.allclose(output.probabilities, softmax(logits))
+
+
+def test_mirror_averaging_sees_a_photo_and_its_mirror_image_alike(sorter: Sorter) -> None:
+    # GIVEN a photo and its mirror image
+    crop = load_image(photo_bytes("skimage/chelsea"), max_bytes=50_000_000, max_pixels=64_000_000)
+    batch = to_model_input([crop, crop[:, ::-1]])
+    # WHEN both run with mirror averaging THEN they give the same probabilities and features (each is the average
+    # of the same two views), unlike a plain run; and the average is of the plain run's two rows
+    plain, mirrored = sorter.classifier.run(batch), sorter.classifier.run(batch, mirror=True)
+    assert mirrored.embeddings is not None and plain.embeddings is not None
+    assert np.abs(mirrored.probabilities[0] - mirrored.probabilities[1]).max() < 1e-5
+    assert np.abs(mirrored.embeddings[0] - mirrored.embeddings[1]).max() < 1e-4
+    assert np.abs(plain.probabilities[0] - plain.probabilities[1]).max() > 1e-3
+    assert np.allclose(mirrored.embeddings[0], plain.embeddings.mean(axis=0), atol=1e-4)

@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 
 from refund_sorter.config import DATA_DIR
+from refund_sorter.sources.files import photo_from_path
+from refund_sorter.vision.sorter import Sorter
 from refund_sorter.vision.taxonomy import NOT_A_PRODUCT, Department, Taxonomy
+from tests.conftest import CLOTHING
 
 
 @pytest.fixture(scope="module")
@@ -55,3 +58,18 @@ def test_department_probability_is_the_sum_of_its_classes() -> None:
 def test_unknown_department_is_refused() -> None:
     with pytest.raises(ValueError, match=r"departments\.json lacks"):
         Taxonomy((Department("a", "A", ""),), ("x",), ("b",))
+
+
+def test_garments_that_look_like_other_things_to_imagenet_are_clothing(sorter: Sorter) -> None:
+    # GIVEN the 48 committed clothing photos (hats, shoes, pants, t-shirts), sorted with no head (a new shop's day)
+    photos = sorted(CLOTHING.glob("*/*.jpg"))
+    results = [o.result for o in sorter.classify(photo_from_path(p, sorter.settings) for p in photos)]
+    # THEN shoes are shoes and the rest clothing, also when ImageNet sees a knitted hat as "wool" or a cap as an
+    # "apron" (those classes were home_kitchen / arts_crafts before: 37 of 48 right then, bench/backbones.md)
+    expected = ["shoes" if p.parent.name == "shoes" else "clothing" for p in photos]
+    wrong = [
+        (p.parent.name, r and r.label)
+        for p, r, e in zip(photos, results, expected, strict=True)
+        if not r or r.prediction != e
+    ]
+    assert len(wrong) <= 7, wrong

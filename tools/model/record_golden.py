@@ -41,7 +41,7 @@ def reference_outputs(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     The features are the input of the final linear layer (``_fc``), caught with a forward hook.
     """
-    model = ref.build_model()
+    model = ref.build_model(fp16_weights=ref.SHIPPED_FP16_WEIGHTS)
     caught: list[np.ndarray] = []
     hook = model._fc.register_forward_hook(lambda _module, inputs, _output: caught.append(inputs[0].numpy()[0]))
     rows = []

@@ -24,6 +24,11 @@ class Settings(BaseSettings):
     model_path: Path = Field(DATA_DIR / "efficientnet_lite0.onnx", description="The ONNX classifier")
     batch_size: int = Field(16, ge=1, le=256, description="Images per onnxruntime call")
     intra_op_threads: int = Field(0, ge=0, description="onnxruntime threads; 0 = one per core")
+    mirror_average: bool = Field(
+        False,
+        description="Also run each photo's mirror image and average the two (bench/backbones.md: what it gives and "
+        "costs): twice the model's time per photo",
+    )
 
     # Limits on what we accept
     max_image_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Largest photo file accepted, in bytes")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from refund_sorter.errors import NotFoundError, StorageError
 from refund_sorter.heads.embeddings import from_bytes
-from refund_sorter.heads.model import VERSION_FILE, Head, HeadError
+from refund_sorter.heads.model import VERSION_FILE, Head, HeadError, other_backbone
 from refund_sorter.heads.registry import POINTER_ID, ModelRegistry, Pointer
 from refund_sorter.results import utc_now
 
@@ -54,7 +54,12 @@ class ModelAdmin(ModelRegistry):
 
     def activate(self, version: str, by: str = "local") -> Pointer:
         """Make ``version`` the one every function uses (within ``head_pointer_ttl_seconds``)."""
-        self.load(version)  # refuse a version that is missing or unreadable before anything points at it
+        head = self.load(version)  # refuse a version that is missing or unreadable before anything points at it
+        from refund_sorter.vision.classifier import ModelInfo  # model.json only: the training layer has no model
+
+        running = ModelInfo.from_model_path(self.settings.model_path).version
+        if head.backbone != running:  # the functions would refuse it and sort with the taxonomy: say so now
+            raise HeadError(other_backbone(f"model version {version}", head.backbone, running))
         current = self.pointer()
         if current.version == version:
             return current
@@ -95,13 +100,14 @@ class ModelAdmin(ModelRegistry):
         return new
 
 
-def load_embeddings(client: S3Client, bucket: str, prefixes: Iterable[str]) -> dict[str, np.ndarray]:
-    """Every kept ``result id → float16 features`` under the given key prefixes (one GET per run file)."""
+def load_embeddings(client: S3Client, bucket: str, prefixes: Iterable[str], backbone: str) -> dict[str, np.ndarray]:
+    """Every kept ``result id → float16 features`` by ``backbone`` under the given key prefixes (one GET per run
+    file; files of another backbone give nothing)."""
     found: dict[str, np.ndarray] = {}
     paginator = client.get_paginator("list_objects_v2")
     for prefix in prefixes:
         for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
                 if obj["Key"].endswith(".npz"):
-                    found |= from_bytes(client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
+                    found |= from_bytes(client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read(), backbone)
     return found

@@ -54,10 +54,11 @@ def _stack(rows: Sequence[np.ndarray]) -> np.ndarray:
     return np.stack(rows) if rows else np.zeros((0, 0), np.float16)
 
 
-def stack_data(bucket: PhotoBucket, store: DynamoResultStore) -> StackData:
-    """Labelled photos (as listed now, with their recorded features) plus the reviews of their departments."""
+def stack_data(bucket: PhotoBucket, store: DynamoResultStore, backbone: str) -> StackData:
+    """Labelled photos (as listed now, with their recorded features) plus the reviews of their departments: only
+    features by ``backbone`` (the one the functions run), never another's."""
     photos = labelled_photos(bucket)
-    features = read_features(bucket, photos)
+    features = read_features(bucket, backbone, photos)
     usable = [photo for photo in photos if photo.stored.result_id in features]
     labelled = Labelled(
         _stack([features[photo.stored.result_id] for photo in usable]),
@@ -66,20 +67,20 @@ def stack_data(bucket: PhotoBucket, store: DynamoResultStore) -> StackData:
     )
     if len(usable) < len(photos):
         logger.warning("%d labelled photos have no recorded features", len(photos) - len(usable))
-    reviewed, without = reviewed_from_store(store, bucket)
+    reviewed, without = reviewed_from_store(store, bucket, backbone)
     data = StackData(labelled, reviewed, len(photos) - len(usable), without)
     if labelled.departments:
         data.reviewed, data.reviews_left_out = only_departments(reviewed, set(labelled.departments))
     return data
 
 
-def reviewed_from_store(store: DynamoResultStore, bucket: PhotoBucket) -> tuple[Labelled, int]:
-    """Every reviewed Result as a label (the person's department), with the features kept when it ran; and how
-    many reviewed Results had none kept."""
+def reviewed_from_store(store: DynamoResultStore, bucket: PhotoBucket, backbone: str) -> tuple[Labelled, int]:
+    """Every reviewed Result as a label (the person's department), with the features by ``backbone`` kept when it
+    ran; and how many reviewed Results had none kept (or only another backbone's)."""
     reviewed = [r for r in reviewed_results(store) if r.review is not None]
     days = sorted({r.day for r in reviewed})
     prefix = bucket.settings.embeddings_prefix + RESULTS_FOLDER
-    kept = load_embeddings(bucket.client, bucket.name, [f"{prefix}{day}/" for day in days])
+    kept = load_embeddings(bucket.client, bucket.name, [f"{prefix}{day}/" for day in days], backbone)
     usable = [r for r in reviewed if r.id in kept]
     return (
         Labelled(

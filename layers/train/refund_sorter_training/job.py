@@ -68,7 +68,7 @@ def train_on_stack(
 ) -> dict[str, Any]:
     """Read, fit, publish (and activate when ``activate``); returns the summary (see the module docstring)."""
     started = time.perf_counter()
-    data = stack_data(bucket, store)
+    data = stack_data(bucket, store, backbone_version(settings))
     counts = _counts(data)
     try:
         with tempfile.TemporaryDirectory(prefix="model-version-") as scratch:

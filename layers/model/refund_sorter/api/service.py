@@ -136,7 +136,7 @@ class PredictionService:
         if self.settings.bucket:  # the features, for training heads (refund_sorter.heads.embeddings)
             from refund_sorter.heads.embeddings import keep_one
 
-            keep_one(self.bucket, result.id, embedding)
+            keep_one(self.bucket, self.sorter.classifier.info.version, result.id, embedding)
         return result, True
 
     def predict_once(

@@ -20,10 +20,12 @@ import time
 from typing import TYPE_CHECKING, Protocol
 
 from refund_sorter.errors import RefundSorterError
+from refund_sorter.heads.model import other_backbone
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from refund_sorter.config import Settings
     from refund_sorter.heads.model import Head
     from refund_sorter.heads.registry import ModelRegistry
 
@@ -102,12 +104,8 @@ class ActiveHead:
             elif self._head is None or self._head.version != version:
                 head = self.registry.load(version)
                 if head.backbone != self.backbone:
-                    logger.error(
-                        "model version %s was trained on backbone %s, this function runs %s: not using it",
-                        version,
-                        head.backbone,
-                        self.backbone,
-                    )
+                    why = other_backbone(f"model version {version}", head.backbone, self.backbone)
+                    logger.error("not using the active model version (the ImageNet taxonomy sorts): %s", why)
                     self._head = None
                 else:
                     logger.info("now sorting with model version %s", version)
@@ -118,3 +116,12 @@ class ActiveHead:
     @property
     def _version(self) -> str | None:
         return self._head.version if self._head else None
+
+
+def active_heads(settings: Settings, backbone: str) -> HeadSource:
+    """The ACTIVE pointer when a models table is configured (in AWS and on the local stack), else no head."""
+    if not (settings.models_table and settings.bucket):
+        return FixedHead(None)
+    from refund_sorter.heads.registry import ModelRegistry
+
+    return ActiveHead(ModelRegistry(settings), backbone, ttl=settings.head_pointer_ttl_seconds)

@@ -14,8 +14,11 @@ Why a file per run in S3 and not a Binary attribute on the Result's DynamoDB ite
   25 MB file), storage at $0.023/GB-month, nothing added to the Result item, the API or the CSV. An API
   prediction is a run of one (one PUT, $5 per million predictions: the interactive path is the small one).
 
-The file is plain ``np.savez`` (``ids`` as unicode, ``embeddings`` as float16), read with
-``allow_pickle=False``.
+The file is plain ``np.savez`` (``ids`` as unicode, ``embeddings`` as float16, ``backbone``: the model version
+whose features they are), read with ``allow_pickle=False``. Features of one backbone mean nothing to a head of
+another: readers ask for their backbone's and get nothing from a file of another (:func:`from_bytes`), so a new
+backbone never trains on an old one's features; the photos are embedded again instead
+(:mod:`refund_sorter.jobs.embed_labelled`).
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ logger = logging.getLogger(__name__)
 RESULTS_FOLDER = "results/"
 LABELLED_FOLDER = "labelled/"
 EMBEDDING_DTYPE = np.float16
+# Files written before the backbone was recorded in them came from the only backbone there was then.
+UNRECORDED_BACKBONE = "efficientnet-lite0-b36a82426b51"
 
 
 def compact(embedding: np.ndarray) -> np.ndarray:
@@ -54,12 +59,15 @@ class EmbeddingLog:
     ----------
     bucket
         The images bucket (its ``settings.embeddings_prefix`` says where).
+    backbone
+        The version of the model whose features these are (``Classifier.info.version``), written into the file.
     folder
         ``results/<day>/`` for classified photos (the default, today), ``labelled/`` for training photos.
     """
 
-    def __init__(self, bucket: PhotoBucket, folder: str | None = None) -> None:
+    def __init__(self, bucket: PhotoBucket, backbone: str, folder: str | None = None) -> None:
         self.bucket = bucket
+        self.backbone = backbone
         self.folder = folder or f"{RESULTS_FOLDER}{utc_now().date().isoformat()}/"
         self._ids: list[str] = []
         self._rows: list[np.ndarray] = []
@@ -89,26 +97,30 @@ class EmbeddingLog:
             return None
         key = f"{self.bucket.settings.embeddings_prefix}{self.folder}{uuid.uuid4().hex}.npz"
         try:
-            self.bucket.put_bytes(key, to_bytes(ids, np.stack(rows)), "application/octet-stream")
+            self.bucket.put_bytes(key, to_bytes(ids, np.stack(rows), self.backbone), "application/octet-stream")
         except Exception as exc:  # noqa: BLE001 - see the docstring: a cache must not fail the run
             logger.warning("could not keep the features of %d photos (%s): %r", len(ids), key, exc)
             return None
         return key
 
 
-def to_bytes(ids: list[str], embeddings: np.ndarray) -> bytes:
+def to_bytes(ids: list[str], embeddings: np.ndarray, backbone: str) -> bytes:
     buffer = io.BytesIO()
-    np.savez(buffer, ids=np.array(ids, dtype=str), embeddings=compact(embeddings))
+    np.savez(buffer, ids=np.array(ids, dtype=str), embeddings=compact(embeddings), backbone=np.array(backbone))
     return buffer.getvalue()
 
 
-def from_bytes(data: bytes) -> dict[str, np.ndarray]:
+def from_bytes(data: bytes, backbone: str | None = None) -> dict[str, np.ndarray]:
+    """``id → features`` of a file; with ``backbone``, nothing unless the file's features are that backbone's."""
     with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+        found = str(arrays["backbone"]) if "backbone" in arrays.files else UNRECORDED_BACKBONE
+        if backbone is not None and found != backbone:
+            return {}
         return dict(zip(arrays["ids"].tolist(), arrays["embeddings"], strict=True))
 
 
-def keep_one(bucket: PhotoBucket, result_id: str, embedding: np.ndarray | None) -> str | None:
+def keep_one(bucket: PhotoBucket, backbone: str, result_id: str, embedding: np.ndarray | None) -> str | None:
     """One photo's features as a run of one (an API prediction); returns the key written, if any."""
-    log = EmbeddingLog(bucket)
+    log = EmbeddingLog(bucket, backbone)
     log.record(result_id, embedding)
     return log.flush()

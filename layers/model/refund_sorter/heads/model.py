@@ -151,6 +151,15 @@ class Head:
 _HEAD_MARK = "+head-"
 
 
+def other_backbone(what: str, trained_on: str, running: str) -> str:
+    """Why a head trained on another backbone's features is not used, and what to do about it."""
+    return (
+        f"{what} was trained on features of {trained_on}, but this model is {running}: its weights mean "
+        "nothing to these features. Train a new version from the kept photos (`refund-sorter train` embeds the "
+        "labelled photos again with this model first)"
+    )
+
+
 def model_version(backbone: str, head: Head | None) -> str:
     """What a Result names as its model: the backbone alone, or backbone and head version."""
     return backbone if head is None else f"{backbone}{_HEAD_MARK}{head.version}"

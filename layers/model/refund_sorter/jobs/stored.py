@@ -82,7 +82,8 @@ class _Run:
         self.pending: dict[str, StoredPhoto] = {}
         self.slots = threading.BoundedSemaphore(IO_IN_FLIGHT)  # bounds what waits for storage
         self.to_delete: list[ArchivedCopy] = []
-        self.embeddings = EmbeddingLog(bucket)  # the run's features, one S3 object at the end (heads.embeddings)
+        # The run's features, one S3 object at the end (heads.embeddings), marked with the backbone that made them.
+        self.embeddings = EmbeddingLog(bucket, sorter.classifier.info.version)
 
     def over(self, photos: Iterable[StoredPhoto]) -> BatchReport:
         with ThreadPoolExecutor(max_workers=IO_WORKERS, thread_name_prefix="store") as self.io_pool:

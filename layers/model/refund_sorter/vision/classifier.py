@@ -33,6 +33,8 @@ class ModelInfo:
 
     name: str
     version: str
+    # The side of the square the model takes (model.json's input.size): 224 for Lite0, 240 Lite1, 260 Lite2.
+    input_size: int = 224
 
     @classmethod
     def from_model_path(cls, model_path: Path) -> ModelInfo:
@@ -52,7 +54,8 @@ class ModelInfo:
         )
         digest = known or hashlib.sha256(model_path.read_bytes()).hexdigest()
         stem = model_path.name.removesuffix(".onnx").replace("efficientnet_lite0", meta["name"]).replace("_", "-")
-        return cls(name=meta["name"], version=f"{stem}-{digest[:12]}")
+        size = int(meta.get("input", {}).get("size", 224))
+        return cls(name=meta["name"], version=f"{stem}-{digest[:12]}", input_size=size)
 
 
 class Classifier:
@@ -95,26 +98,34 @@ class Classifier:
         with self._lock:
             _ = self.session
 
-    def run(self, batch: np.ndarray) -> ModelOutput:
-        """Class probabilities and pooled features for a ``float32[N, 3, 224, 224]`` batch, in one model call.
+    def run(self, batch: np.ndarray, *, mirror: bool = False) -> ModelOutput:
+        """Class probabilities and pooled features for a ``float32[N, 3, S, S]`` batch, in one model call.
 
         The features come free: they are the input of the model's last layer, exposed as a second output
         (``tools/model/expose_embeddings.py``). A model without that output (an older or quantised file)
-        gives ``embeddings=None``.
+        gives ``embeddings=None``. With ``mirror``, each photo's mirror image runs in the same call and the
+        photo's probabilities and features are the averages of the two (test-time flip averaging).
         """
         with self._lock:  # cached_property is not thread-safe on first access
             session = self.session
         names = [LOGITS] + ([EMBEDDINGS] if self.has_embeddings else [])
+        count = len(batch)
+        if mirror:
+            batch = np.concatenate([batch, batch[..., ::-1]])
         outputs = session.run(names, {session.get_inputs()[0].name: batch})
+        probabilities = softmax(np.asarray(outputs[0], dtype=np.float32))
         embeddings = np.asarray(outputs[1], dtype=np.float32) if len(outputs) > 1 else None
-        return ModelOutput(softmax(np.asarray(outputs[0], dtype=np.float32)), embeddings)
+        if mirror:
+            probabilities = (probabilities[:count] + probabilities[count:]) * np.float32(0.5)
+            embeddings = None if embeddings is None else (embeddings[:count] + embeddings[count:]) * np.float32(0.5)
+        return ModelOutput(probabilities, embeddings)
 
     @cached_property
     def has_embeddings(self) -> bool:
         return EMBEDDINGS in {output.name for output in self.session.get_outputs()}
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        """Softmax over the 1000 classes for a ``float32[N, 3, 224, 224]`` batch."""
+        """Softmax over the 1000 classes for a ``float32[N, 3, S, S]`` batch."""
         return self.run(batch).probabilities
 
 

@@ -71,8 +71,8 @@ CROP_FRACTION: Final = 240 / 256
 # Normalisation that matches these weights: (x - 127) / 128, not torchvision's mean/std.
 PIXEL_MEAN: Final = 127.0
 PIXEL_SCALE: Final = 128.0
-# Draft target: the DCT scale is chosen so both sides stay >= this, i.e. the crop (240/256 of it) still has
-# >= 224 pixels.
+# Draft target for a 224-pixel model: the DCT scale is chosen so both sides stay >= this, i.e. the crop (240/256
+# of it) still has >= 224 pixels. A model with a larger input (Lite1: 240, Lite2: 260) scales it alike.
 DRAFT_SIZE: Final = 256
 WHITE: Final = (255, 255, 255)
 # The reviewer's thumbnail: quality 80 keeps a ~500×375 photo at a few tens of KB with no visible blocking.
@@ -183,13 +183,23 @@ def _unsupported_format(head: bytes) -> str | None:
 class DecodedPhoto:
     """A photo decoded once: the model's crop and, when asked for, the small upright JPEG a reviewer looks at."""
 
-    crop: np.ndarray  # uint8[224, 224, 3] RGB
+    crop: np.ndarray  # uint8[S, S, 3] RGB, S the model's input size (224 for Lite0)
     thumbnail: bytes | None = None
 
 
-def load_image(data: bytes, *, max_bytes: int, max_pixels: int, max_memory: int = DEFAULT_DECODE_MEMORY) -> np.ndarray:
-    """Decode a photo into the model's crop: ``uint8[224, 224, 3]`` RGB (:func:`decode_photo` without thumbnail)."""
-    return decode_photo(data, max_bytes=max_bytes, max_pixels=max_pixels, max_memory=max_memory).crop
+def load_image(
+    data: bytes,
+    *,
+    max_bytes: int,
+    max_pixels: int,
+    max_memory: int = DEFAULT_DECODE_MEMORY,
+    size: int = MODEL_SIZE,
+    crop_fraction: float = CROP_FRACTION,
+) -> np.ndarray:
+    """Decode a photo into the model's crop: ``uint8[size, size, 3]`` RGB (:func:`decode_photo` without thumbnail)."""
+    return decode_photo(
+        data, max_bytes=max_bytes, max_pixels=max_pixels, max_memory=max_memory, size=size, crop_fraction=crop_fraction
+    ).crop
 
 
 def decode_photo(
@@ -199,6 +209,8 @@ def decode_photo(
     max_pixels: int,
     thumbnail_side: int = 0,
     max_memory: int = DEFAULT_DECODE_MEMORY,
+    size: int = MODEL_SIZE,
+    crop_fraction: float = CROP_FRACTION,
 ) -> DecodedPhoto:
     """Decode a photo into the model's crop and, if ``thumbnail_side`` > 0, a JPEG thumbnail of it.
 
@@ -215,6 +227,9 @@ def decode_photo(
     thumbnail_side
         Longest side of the thumbnail; 0 for none. It is made from the pixels already decoded for the model
         (see :func:`_thumbnail`), never by decoding the photo again.
+    size, crop_fraction
+        The model's input side in pixels (its ``model.json``) and the centre square's side as a share of the
+        photo's shorter side (the framing).
 
     Raises
     ------
@@ -244,7 +259,8 @@ def decode_photo(
                     f"the image is {width}×{height} = {width * height:,} pixels; the limit is {max_pixels:,}",
                 )
             if image.format in ("JPEG", "MPO"):  # MPO: a camera's multi-picture JPEG, read as its first picture
-                image.draft("RGB", (DRAFT_SIZE, DRAFT_SIZE))  # before the estimate: the size it will decode at
+                draft = -(-DRAFT_SIZE * size // MODEL_SIZE)  # ceil: 256 for a 224-pixel model, 298 for 260 pixels
+                image.draft("RGB", (draft, draft))  # before the estimate: the size it will decode at
             flattening, turning = _decode_cost(image.mode, image.size, fmt)
             if flattening > max_memory:
                 raise ImageError(
@@ -256,7 +272,7 @@ def decode_photo(
             # decoded, for a PNG); a turn that does not fit is applied to the resized crop instead.
             reserve = max(flattening, turning) if turning <= max_memory else flattening
             with _DECODE_MEMORY.hold(reserve, max_memory):
-                return _crop_for_model(image, fmt, thumbnail_side, reserve)
+                return _crop_for_model(image, fmt, thumbnail_side, reserve, size=size, crop_fraction=crop_fraction)
     except ImageError:
         raise
     except UnidentifiedImageError as exc:
@@ -331,7 +347,9 @@ def _decode_cost(mode: str, size: tuple[int, int], fmt: str) -> tuple[int, int]:
     return max(decoding, flattening) + _DECODE_SLACK, 2 * flat + _DECODE_SLACK
 
 
-def _crop_for_model(image: Image.Image, fmt: str, thumbnail_side: int, reserved: int) -> DecodedPhoto:
+def _crop_for_model(
+    image: Image.Image, fmt: str, thumbnail_side: int, reserved: int, *, size: int, crop_fraction: float
+) -> DecodedPhoto:
     # No seek: a freshly opened file is at an animation's first frame, and a HEIF file at its primary image
     # (which need not be the first one).
     image.load()
@@ -348,8 +366,9 @@ def _crop_for_model(image: Image.Image, fmt: str, thumbnail_side: int, reserved:
         turned = flat.transpose(upright)
         flat.close()
         flat, upright = turned, None
-    crop = flat.resize((MODEL_SIZE, MODEL_SIZE), Image.Resampling.BICUBIC, box=_centre_square(flat.size, upright))
-    # A mirror or a half turn commutes with the resampling: apply it to the 224×224 crop, not the decoded image.
+    box = _centre_square(flat.size, upright, crop_fraction)
+    crop = flat.resize((size, size), Image.Resampling.BICUBIC, box=box)
+    # A mirror or a half turn commutes with the resampling: apply it to the model's crop, not the decoded image.
     # Greyscale is resized as such and made RGB here: the same pixels as resizing its RGB copy, a quarter of it.
     crop = crop if upright is None else crop.transpose(upright)
     pixels = np.asarray(crop.convert("RGB"), dtype=np.uint8)
@@ -372,12 +391,14 @@ def _thumbnail(flat: Image.Image, upright: Image.Transpose | None, side: int) ->
     return buffer.getvalue()
 
 
-def _centre_square(size: tuple[int, int], upright: Image.Transpose | None) -> tuple[int, int, int, int]:
+def _centre_square(
+    size: tuple[int, int], upright: Image.Transpose | None, crop_fraction: float = CROP_FRACTION
+) -> tuple[int, int, int, int]:
     """The model's centre square of the upright photo (offsets rounded as there) as a box in the stored pixels,
     which ``upright`` turns or mirrors into the upright photo."""
     width, height = size
     wide, high = (height, width) if upright in _SWAPS_AXES else (width, height)  # the upright photo's size
-    side = round(min(width, height) * CROP_FRACTION)
+    side = round(min(width, height) * crop_fraction)
     left, top = (wide - side) // 2, (high - side) // 2
     right, bottom = left + side, top + side
     boxes = {  # the upright box, taken back through each transpose
@@ -450,14 +471,15 @@ def _to_8bit(image: Image.Image) -> Image.Image:
 
 
 def to_model_input(crops: Sequence[np.ndarray]) -> np.ndarray:
-    """Stack crops into the model's ``float32[N, 3, 224, 224]`` input.
+    """Stack ``uint8[S, S, 3]`` crops into the model's ``float32[N, 3, S, S]`` input.
 
     Each crop is written once, straight into its channel-first slot (the cast, the layout change and the
     subtraction in one pass), then the batch is scaled in place: no uint8 stack, no transposed copy.
     """
     if not crops:
         raise ValueError("to_model_input needs at least one crop")
-    batch = np.empty((len(crops), 3, MODEL_SIZE, MODEL_SIZE), dtype=np.float32)
+    side = crops[0].shape[0]
+    batch = np.empty((len(crops), 3, side, side), dtype=np.float32)
     for slot, crop in zip(batch, crops, strict=True):
         np.subtract(crop.transpose(2, 0, 1), np.float32(PIXEL_MEAN), out=slot, dtype=np.float32)
     batch *= np.float32(1 / PIXEL_SCALE)  # 1/128 is a power of two: the same bits as dividing

@@ -67,8 +67,8 @@ class Sorter:
     classifier, taxonomy
         The ONNX model and the ImageNet class → department map (made from ``settings`` by default).
     heads
-        Where the shop's own head comes from: by default the ACTIVE pointer of the models table
-        (``settings.models_table``; none configured: no head). Without a head the taxonomy sorts.
+        Where the shop's own head comes from (:mod:`refund_sorter.heads.active`); by default none, and the
+        taxonomy sorts. The process-wide Sorter (:func:`get_sorter`) is given the models table's ACTIVE pointer.
     """
 
     def __init__(
@@ -81,7 +81,7 @@ class Sorter:
         self.settings = settings
         self.classifier = classifier or Classifier(settings.model_path, settings.intra_op_threads)
         self.taxonomy = taxonomy or Taxonomy.load(settings.model_path.parent)
-        self.heads = heads if heads is not None else _active_heads(settings, self.classifier.info.version)
+        self.heads = heads if heads is not None else FixedHead(None)
         self.workers = min(8, (os.cpu_count() or 1) * 2)
 
     @property
@@ -165,6 +165,7 @@ class Sorter:
             max_pixels=self.settings.max_image_pixels,
             max_memory=self.settings.decode_memory_mb * 1024 * 1024,
             thumbnail_side=self.settings.thumbnail_side if thumbnail else 0,
+            size=self.classifier.info.input_size,
         )
 
     def failed_result(self, photo: Photo, error: RefundSorterError) -> Result:
@@ -174,7 +175,7 @@ class Sorter:
     def _classified(self, photos: list[Photo], crops: list[np.ndarray]) -> list[tuple[Result, np.ndarray | None]]:
         from refund_sorter.vision.images import to_model_input
 
-        output = self.classifier.run(to_model_input(crops))
+        output = self.classifier.run(to_model_input(crops), mirror=self.settings.mirror_average)
         class_probs = output.probabilities
         taxonomy_probs = self.taxonomy.department_probabilities(class_probs)
         # Kept as float16; the head is applied to exactly what is kept, so re-applying any head to stored
@@ -232,17 +233,12 @@ def _learned_from(photos: int | None) -> str:
     return f"{taught} ({photos} photos)" if photos else taught
 
 
-def _active_heads(settings: Settings, backbone: str) -> HeadSource:
-    """The ACTIVE pointer when a models table is configured (in AWS and on the local stack), else no head."""
-    if not (settings.models_table and settings.bucket):
-        return FixedHead(None)
-    from refund_sorter.heads.active import ActiveHead
-    from refund_sorter.heads.registry import ModelRegistry
-
-    return ActiveHead(ModelRegistry(settings), backbone, ttl=settings.head_pointer_ttl_seconds)
-
-
 @lru_cache(maxsize=1)
 def get_sorter() -> Sorter:
-    """The process-wide Sorter (and so one onnxruntime session), built on first use."""
-    return Sorter(get_settings())
+    """The process-wide Sorter (and so one onnxruntime session), built on first use, sorting with the head the
+    models table's ACTIVE pointer names (when the stack has one)."""
+    from refund_sorter.heads.active import active_heads
+
+    settings = get_settings()
+    classifier = Classifier(settings.model_path, settings.intra_op_threads)
+    return Sorter(settings, classifier, heads=active_heads(settings, classifier.info.version))
