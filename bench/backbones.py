@@ -272,7 +272,7 @@ def train_cv_top1(features: np.ndarray, labels: np.ndarray) -> float:
 def costs(paths: dict[str, Path], settings: Settings, taxonomy: Taxonomy) -> dict[str, dict[str, Any]]:
     """Batch pipeline, API path, model-only and cold-start times per backbone, rounds interleaved; medians."""
     from bench import corpus as corpus_module
-    from bench.run import infer_all, pipeline_memory
+    from bench.pipeline import infer_all, pipeline_memory
     from refund_sorter.heads.active import FixedHead
     from refund_sorter.photos import Photo
     from refund_sorter.vision.classifier import Classifier
@@ -337,7 +337,7 @@ def cold_start(path: Path, crop: np.ndarray) -> float:
 def layer_estimate(costs_by_backbone: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The model layer's unzipped bytes with each backbone's file instead of the one it was built with: the built
     layer (``make build``: ``.aws-sam/build/ModelLayer``) less its ONNX files plus the candidate's file."""
-    from bench.run import LAYER_DIR
+    from bench.layer import LAYER_DIR
     from refund_sorter.config import DATA_DIR
 
     if LAYER_DIR.is_dir():

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
 from refund_sorter.config import Settings
 from refund_sorter.heads.active import ActiveHead
 from refund_sorter.heads.labelled import features_key, labelled_photos, missing, read_features
