@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 import threading
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 from refund_sorter.results import Status
 from tests import chromium
 from tests.integration.conftest import LocalAws, StartApi
-from tests.review_data import seed_queue
+from tests.review_data import informative_order, seed_queue, seed_ranked
 
 if TYPE_CHECKING:
     from refund_sorter.results import Result
@@ -128,6 +129,28 @@ def test_the_queue_loads_and_key_1_confirms_and_the_next_photo_shows(page: Page,
     assert next_shown(page, second.id) == third.id
     all_saved(page)
     assert stored(aws, second.id).department == second_choice
+
+
+def test_the_informative_order_shows_the_most_useful_photo_first_and_says_why(
+    page: Page, api: str, aws: LocalAws
+) -> None:
+    # GIVEN photos waiting with priorities, and one stored before the queue had an order
+    results = seed_ranked(aws.store, aws.bucket, 4) + seed_ranked(aws.store, aws.bucket, 1, ranked=False, start=4)
+    order = informative_order(results)
+    assert order != [r.id for r in results], "the informative order differs from the oldest-first one"
+    by_id = {r.id: r for r in results}
+    # WHEN a reviewer opens the page in the informative order
+    page.goto(f"{api}/review?order=informative")
+    # THEN the lowest priority is on screen first, with why it is asked, and the page names the order
+    assert shown(page) == order[0]
+    expect(page.locator("#why")).to_have_text(f"Asked because {by_id[order[0]].asked_because}")
+    expect(page.locator("#queue-order")).to_have_attribute("data-order", "informative")
+    # AND deciding goes on in that order, down to the photo without a priority, which still says why
+    for previous, following in itertools.pairwise(order):
+        page.keyboard.press("1")
+        assert next_shown(page, previous) == following
+    expect(page.locator("#why")).to_contain_text("Asked because ")
+    all_saved(page)
 
 
 def test_a_correction_through_the_chooser(page: Page, api: str, aws: LocalAws) -> None:
