@@ -94,6 +94,26 @@ class Settings(BaseSettings):
         0.5, gt=0, le=1, description="With a head: at or above this ImageNet not-a-product probability, review"
     )
 
+    # The learning loop: retraining after the night, champion (the active head) against challenger
+    retrain_min_decisions: int = Field(
+        20,
+        ge=0,
+        description="The nightly run retrains when at least this many decisions were made since the last version",
+    )
+    auto_activate: bool = Field(
+        True, description="A trained version that beats the active one on held-out decisions is activated by itself"
+    )
+    promotion_min_precision_delta: float = Field(
+        0.0, ge=-1, le=1, description="A challenger's precision must be at least the champion's plus this"
+    )
+    promotion_min_share_delta: float = Field(
+        0.0, ge=0, le=1, description="A challenger must auto-sort strictly more than the champion plus this share"
+    )
+    held_out_fraction: float = Field(
+        0.2, ge=0, lt=1, description="Share of decisions never trained on: both sides are compared on them"
+    )
+    held_out_seed: int = Field(0, description="Picks the held-out decisions; keep it fixed so they stay held out")
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
