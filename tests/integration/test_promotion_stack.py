@@ -18,9 +18,11 @@ from refund_sorter.results import utc_now
 from refund_sorter.vision.sorter import Sorter
 from refund_sorter_cli.commands import main
 from refund_sorter_cli.model_admin import ModelCatalogue
+from refund_sorter_cli.stepfunctions import LocalLambdas
 from refund_sorter_training import job
 from refund_sorter_training.job import train_on_stack
 from tests.conftest import CLOTHING
+from tests.integration.nightly import run_night
 from tests.integration.test_training_job import label
 
 if TYPE_CHECKING:
@@ -281,3 +283,49 @@ def test_the_nightly_run_retrains_only_after_enough_new_decisions(
     assert trained["ok"] and "t-shirt" in trained["departments"]
     assert len(list(admin.versions())) == 2
     assert admin.last_training()["version"] == trained["version"]
+
+
+def test_the_nightly_state_machine_retrains_after_the_night_and_a_failed_retraining_changes_nothing(
+    aws: LocalAws, tmp_path: Path
+) -> None:
+    # GIVEN labelled photos, and the clothing photos arriving for the night
+    for department in DEPARTMENTS:
+        label(aws, department, 10)
+        for photo in sorted((CLOTHING / department).iterdir()):
+            aws.put_photo(f"incoming/{department}/{photo.name}", photo.read_bytes())
+    with LocalLambdas(
+        aws.template, log_dir=tmp_path, environment={"REFUND_SORTER_RETRAIN_MIN_DECISIONS": "5"}
+    ) as lambdas:
+        # WHEN the first night runs THEN it classifies them, and does not retrain: nobody decided anything yet
+        first = run_night(aws, lambdas)
+        assert first.status == "SUCCEEDED", first.cause
+        assert first.output["retrain"]["summary"]["skipped"] is True
+        # WHEN people decide during the day and the next night runs THEN it trains and the rule activates it
+        decide_all(aws)
+        second = run_night(aws, lambdas)
+        assert second.status == "SUCCEEDED", second.cause
+        trained = second.output["retrain"]["summary"]
+        assert trained["ok"] and trained["active"] and trained["held_out"] >= 1
+        assert catalogue(aws).pointer().version == trained["version"]
+        assert promotion_of(aws, trained["version"])["reason"].startswith("no head was active")
+        # GIVEN more decisions, and the features they need unreadable (a corrupt file)
+        for photo in sorted((CLOTHING / "t-shirt").iterdir())[:6]:
+            aws.put_photo(f"incoming/hat/{photo.name}", photo.read_bytes())  # decided as hats: enough to retrain
+        assert run_night(aws, lambdas).status == "SUCCEEDED"
+        decide_all(aws)
+        for key in aws.keys("embeddings/results/"):
+            aws.put_photo(key, b"not an npz")
+        # WHEN the night runs THEN the retraining fails, the night does not, and the active version stands
+        third = run_night(aws, lambdas)
+    assert third.status == "SUCCEEDED", third.cause
+    failure = third.output["retrain_error"]
+    assert "retrain" not in third.output and failure["Error"] == "ValueError" and "pickled" in failure["Cause"]
+    assert catalogue(aws).pointer().version == trained["version"]
+    assert [v["version"] for v in catalogue(aws).versions()] == [trained["version"]]
+
+
+def decide_all(aws: LocalAws) -> None:
+    """A person decides every waiting or auto-sorted Result of today: its folder is its department."""
+    for result in aws.store.by_day(utc_now().date().isoformat()):
+        if result.review is None:
+            aws.store.review(result.id, result.source.split("/")[-2], by="tester")
