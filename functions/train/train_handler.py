@@ -47,6 +47,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         seed=int(event.get("seed", 0)),
         nightly=event.get("nightly") is True,
     )
+    if "decisions_last_day" in summary:  # the nightly run: the dashboard's decisions per day
+        metrics.add_metric(name="DecisionsMade", unit=MetricUnit.Count, value=summary["decisions_last_day"])
     if summary.get("skipped"):
         logger.info("no training", extra=summary)
         return summary
@@ -55,6 +57,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         name="labelled_without_features", unit=MetricUnit.Count, value=summary["labelled_without_features"]
     )
     if summary["ok"]:  # the dashboard's promotions: versions trained and versions that became active by it
+        metrics.add_metric(name="VersionsTrained", unit=MetricUnit.Count, value=1)
         metrics.add_metric(name="VersionsActivated", unit=MetricUnit.Count, value=1 if summary["active"] else 0)
     logger.info("training done", extra=summary)
     return summary

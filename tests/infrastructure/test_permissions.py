@@ -104,6 +104,7 @@ def predict_scenarios(
         _answer(api.patch(f"/predictions/{created['id']}", json={"category": "home_kitchen"}), 200)
         # the review loop: the queue with its counts, a decision taken back, the photo, the night's summary
         _answer(api.get("/predictions?status=needs_review"), 200)
+        _answer(api.get("/predictions?status=needs_review&order=informative"), 200)
         _answer(api.delete(f"/predictions/{created['id']}/review"), 200)
         _answer(api.get(f"/predictions/{created['id']}/photo?as=json"), 200)
         _answer(api.get(f"/summaries/{today}"), 200)

@@ -5,6 +5,7 @@ version's version.json, survives a rollback racing it, and never moves the point
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -300,6 +301,14 @@ def test_the_nightly_state_machine_retrains_after_the_night_and_a_failed_retrain
         first = run_night(aws, lambdas)
         assert first.status == "SUCCEEDED", first.cause
         assert first.output["retrain"]["summary"]["skipped"] is True
+        # AND its summary says how much was sorted without a person, by which model, and what is left waiting
+        night = first.output["export"]["summary"]
+        counts = night["counts"]
+        assert night["auto_sorted_share"] == round(counts["classified"] / 36, 4)
+        assert night["review_rate"] == round(counts["needs_review"] / 36, 4)
+        assert night["review_backlog"] == counts["needs_review"] == aws.store.count_queue()
+        assert night["model_versions"] == {night["model_version"]: 36} and "+head-" not in night["model_version"]
+        assert [n["run"] for n in night["trend"]] == [night["run"]]
         # WHEN people decide during the day and the next night runs THEN it trains and the rule activates it
         decide_all(aws)
         second = run_night(aws, lambdas)
@@ -311,7 +320,19 @@ def test_the_nightly_state_machine_retrains_after_the_night_and_a_failed_retrain
         # GIVEN more decisions, and the features they need unreadable (a corrupt file)
         for photo in sorted((CLOTHING / "t-shirt").iterdir())[:6]:
             aws.put_photo(f"incoming/hat/{photo.name}", photo.read_bytes())  # decided as hats: enough to retrain
-        assert run_night(aws, lambdas).status == "SUCCEEDED"
+        tshirts = run_night(aws, lambdas)
+        assert tshirts.status == "SUCCEEDED"
+        # AND that night was sorted by the new version, and the trend has all three nights, oldest first
+        night = tshirts.output["export"]["summary"]
+        assert night["model_version"].endswith(f"+head-{trained['version']}")
+        assert [n["run"] for n in night["trend"]] == [
+            first.output["export"]["summary"]["run"],
+            second.output["export"]["summary"]["run"],
+            night["run"],
+        ]
+        assert night["trend"][1]["auto_sorted_share"] is None  # a night without photos sorts nothing
+        stored = json.loads(aws.s3.get_object(Bucket=aws.settings.bucket, Key=night["summary_key"])["Body"].read())
+        assert stored["trend"] == night["trend"]
         decide_all(aws)
         for key in aws.keys("embeddings/results/"):
             aws.put_photo(key, b"not an npz")

@@ -192,3 +192,21 @@ def test_tokens_handed_out_continue(api: str, aws: LocalAws) -> None:
         assert requests.patch(f"{api}/predictions/{result_id}", json={"category": "toys_games"}, timeout=30).ok
     rest = page(api, order="informative", limit=10, next_token=first["next_token"])
     assert [r["id"] for r in rest["items"]] == order[3:]
+
+
+def test_the_night_summary_has_the_trend_up_to_its_day_and_skips_what_it_cannot_read(api: str, aws: LocalAws) -> None:
+    day = NOW.date().isoformat()
+    nights = [
+        {"day": "2026-01-01", "run": "a", "photos": 10, "auto_sorted_share": 0.5, "review_rate": 0.5},
+        {"day": day, "run": "b", "photos": 20, "auto_sorted_share": 0.7, "model_version": "v1", "extra": "ignored"},
+        {"day": "2999-01-01", "run": "future", "photos": 1},  # after the day asked for
+        {"day": day, "photos": "many"},  # not a night this version can read
+        "not a night",
+    ]
+    aws.bucket.put_bytes("nightly-trend.json", json.dumps(nights).encode())
+    summary = requests.get(f"{api}/summaries/{day}", timeout=30).json()
+    assert [(n["run"], n["auto_sorted_share"]) for n in summary["trend"]] == [("a", 0.5), ("b", 0.7)]
+    # a trend file that is no JSON at all is no trend, not an error
+    aws.bucket.put_bytes("nightly-trend.json", b"{oops")
+    reply = requests.get(f"{api}/summaries/{day}", timeout=30)
+    assert reply.status_code == 200 and reply.json()["trend"] == []

@@ -281,6 +281,13 @@ def test_two_tabs_with_the_api_down_lose_no_decision(browser: Browser, api: str,
 
 def test_the_night_summary_renders(page: Page, api: str, aws: LocalAws) -> None:
     first, _, _ = seed_queue(aws.store, aws.bucket, 3)
+    # the last nights as the Export step recorded them (nightly-trend.json): the share sorted alone is rising
+    nights = [
+        {"day": first.day, "run": f"run-{i}", "photos": 100, "auto_sorted_share": share, "review_rate": 1 - share,
+         "review_backlog": 30 - 10 * i, "model_version": f"v{i}"}
+        for i, share in enumerate((0.5, 0.6, 0.75))
+    ]  # fmt: skip
+    aws.bucket.put_bytes("nightly-trend.json", json.dumps(nights).encode())
     decide_first_with_1(page, api, first)
     page.keyboard.press("s")
     histogram = page.locator("svg#confidence-histogram")
@@ -291,6 +298,12 @@ def test_the_night_summary_renders(page: Page, api: str, aws: LocalAws) -> None:
     assert page.locator(".tile b").first.inner_text() == "3"
     assert "100 %" in page.locator("#summary-body").inner_text()  # review rate: all three were sent to a person
     assert page.locator("#summary-departments tbody tr").count() >= 1
+    # AND the trend: one point and one row per night, newest row first, and the change in words
+    assert page.locator("svg#trend-chart circle.night").count() == 3
+    rows = page.locator("#summary-trend tbody tr")
+    assert rows.count() == 3 and rows.first.get_attribute("data-day") == first.day
+    assert "75 %" in rows.first.inner_text() and "v2" in rows.first.inner_text()
+    assert "+25 points" in page.locator("#trend-words").inner_text()
     page.keyboard.press("Escape")
     page.wait_for_selector("#review-view", state="visible")
 

@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     # The nightly fan-out (a Step Functions state machine: plan → Distributed Map of chunk workers → export)
     jobs_table: str = Field("", description="DynamoDB table of the nightly run's lease and photos in flight")
     runs_prefix: str = Field("runs/", description="Where each nightly run keeps its manifest, chunk results, summary")
+    trend_key: str = Field(
+        "nightly-trend.json", description="The last nights' auto-sorted share, review rate and backlog (the summaries')"
+    )
     chunk_size: int = Field(
         500, ge=1, le=1500, description="Photos to classify per chunk (one worker invocation): ~25 s of a 300 s timeout"
     )

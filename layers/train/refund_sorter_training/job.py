@@ -107,13 +107,15 @@ def train_on_stack(
     started = time.perf_counter()
     began_at = utc_now().isoformat()
     last = admin.last_training()
+    night: dict[str, Any] = {}
     if nightly:
-        new = new_decisions(store, last.get("at"))
+        new, last_day = decision_counts(store, last.get("at"))
+        night = {"new_decisions": new, "decisions_last_day": last_day}
         if new < settings.retrain_min_decisions:
             since = f"since version {last['version']} ({last['at']})" if last else "so far"
             reason = f"{new} new decisions {since}; retraining waits for {settings.retrain_min_decisions}"
             logger.info("not retraining: %s", reason)
-            return {"ok": True, "skipped": True, "reason": reason, "new_decisions": new}
+            return {"ok": True, "skipped": True, "reason": reason, **night}
     champion_pointer = admin.pointer()  # read before the data: the verdict is about this champion
     data = stack_data(bucket, store)
     held = split_held_out(data.reviewed.ids, fraction=settings.held_out_fraction, seed=settings.held_out_seed)
@@ -152,6 +154,7 @@ def train_on_stack(
         "target_precision": settings.target_precision,
         "location": f"s3://{admin.bucket}/{admin.key(version, '')}",
         "seconds": round(time.perf_counter() - started, 2),
+        **night,
     }
     logger.info("model version %s published%s: %s", version, " and activated" if summary["active"] else "",
                 promotion["reason"])  # fmt: skip
@@ -218,12 +221,15 @@ def _not_activated(promotion: dict[str, Any], why: str) -> dict[str, Any]:
     return promotion | {"activated": False, "reason": f"not activated: {why}; the verdict was: {promotion['reason']}"}
 
 
-def new_decisions(store: DynamoResultStore, since: str | None) -> int:
-    """Decisions in force made after ``since`` (ISO 8601; ``None``: all of them)."""
-    from datetime import datetime
+def decision_counts(store: DynamoResultStore, since: str | None) -> tuple[int, int]:
+    """Decisions in force made after ``since`` (ISO 8601; ``None``: all of them), and in the last 24 hours (the
+    night's DecisionsMade metric). One filtered scan of the results (the table has no index by decision time)."""
+    from datetime import datetime, timedelta
 
     after = datetime.fromisoformat(since) if since else None
-    return sum(1 for r in reviewed_results(store) if r.review is not None and (after is None or r.review.at > after))
+    day_ago = utc_now() - timedelta(days=1)
+    times = [r.review.at for r in reviewed_results(store) if r.review is not None]
+    return sum(1 for at in times if after is None or at > after), sum(1 for at in times if at > day_ago)
 
 
 def _counts(data: StackData) -> dict[str, Any]:

@@ -285,10 +285,21 @@ class PredictionService:
         return self.store.undo_review(result_id, by, revision=revision)
 
     def summary(self, day: str) -> NightSummary:
-        from refund_sorter.summaries import summarize
+        """The night in numbers, with the trend of the last nightly runs (up to that day)."""
+        from refund_sorter.jobs.summary import read_trend
+        from refund_sorter.summaries import TrendNight, summarize
 
         day = parse_day(day)
-        return summarize(day, self.store.by_day(day))
+        summary = summarize(day, self.store.by_day(day))
+        nights = []
+        for night in read_trend(self.bucket):
+            try:
+                entry = TrendNight.model_validate(night)
+            except ValueError:  # pydantic's ValidationError: an entry this version cannot read is left out
+                continue
+            if entry.day <= day:
+                nights.append(entry)
+        return summary.model_copy(update={"trend": nights})
 
     def photo_link(self, result_id: str, size: str = "thumbnail") -> PhotoLink:
         """A short-lived link to the photo a person should look at: its thumbnail, or ``full`` the original
