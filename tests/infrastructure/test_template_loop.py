@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,7 @@ def test_the_loop_parameters_reach_the_training_settings(template_document: dict
     defaults = {
         name.removeprefix("REFUND_SORTER_").lower(): str(parameters[p]["Default"]) for name, p in expected.items()
     }
-    settings = Settings(**defaults)  # type: ignore[arg-type] - the template's defaults are valid settings
+    settings = Settings.model_validate(defaults)  # the template's defaults are valid settings
     assert (settings.retrain_min_decisions, settings.auto_activate) == (20, True)
 
 
@@ -108,8 +109,8 @@ def test_a_night_publishes_the_share_the_review_rate_the_backlog_and_photos_per_
 ) -> None:
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", NAMESPACE)
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "refund-sorter")
-    load_handler(Template(), "ExportFunction")
-    import export_handler  # type: ignore[import-not-found] - loaded from functions/batch by load_handler
+    load_handler(Template(), "ExportFunction")  # imports functions/batch/export_handler.py as Lambda would
+    export_handler: Any = sys.modules["export_handler"]
 
     night = NightSummary(run="r", day="2026-12-04", auto_sorted_share=0.75, review_rate=0.25, review_backlog=12)
     night.model_versions = {"lite0": 30, "lite0+head-v2": 90}
