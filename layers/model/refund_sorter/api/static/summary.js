@@ -38,26 +38,29 @@ export function departmentTable(summary, names) {
   return element("table", { id: "summary-departments" }, element("thead", {}, head), element("tbody", {}, ...rows));
 }
 
+// An empty chart: the <svg> and the size of its plot area inside the margins.
+function chartFrame(id, label, width, height, margin) {
+  const svg = svgElement("svg", { id, viewBox: `0 0 ${width} ${height}`, width, height, role: "img", "aria-label": label });
+  return { svg, plotWidth: width - margin.left - margin.right, plotHeight: height - margin.top - margin.bottom };
+}
+
+// Horizontal grid lines at the ticks, each labelled on the left.
+function gridLines(svg, ticks, y, text, margin, width) {
+  for (const tick of ticks) {
+    svg.append(svgElement("text", { x: margin.left - 6, y: y(tick) + 4, "text-anchor": "end" }, text(tick)));
+    svg.append(svgElement("line", { x1: margin.left, x2: width - margin.right, y1: y(tick), y2: y(tick), stroke: "#d9dee5" }));
+  }
+}
+
 // Ten bars of confidence, each split into sorted automatically (bottom) and sent to a person (top).
 export function histogram(bins, { width = 460, height = 220 } = {}) {
   const margin = { top: 12, right: 8, bottom: 34, left: 36 };
-  const plotWidth = width - margin.left - margin.right;
-  const plotHeight = height - margin.top - margin.bottom;
   const tallest = Math.max(1, ...bins.map((b) => b.classified + b.asked));
+  const label = "Confidence histogram: photos per confidence band, sorted automatically or sent to a person";
+  const { svg, plotWidth, plotHeight } = chartFrame("confidence-histogram", label, width, height, margin);
   const barWidth = plotWidth / bins.length;
-  const svg = svgElement("svg", {
-    id: "confidence-histogram",
-    viewBox: `0 0 ${width} ${height}`,
-    width,
-    height,
-    role: "img",
-    "aria-label": "Confidence histogram: photos per confidence band, sorted automatically or sent to a person",
-  });
   const y = (count) => margin.top + plotHeight - (count / tallest) * plotHeight;
-  for (const tick of [0, Math.round(tallest / 2), tallest]) {
-    svg.append(svgElement("text", { x: margin.left - 6, y: y(tick) + 4, "text-anchor": "end" }, String(tick)));
-    svg.append(svgElement("line", { x1: margin.left, x2: width - margin.right, y1: y(tick), y2: y(tick), stroke: "#d9dee5" }));
-  }
+  gridLines(svg, [0, Math.round(tallest / 2), tallest], y, String, margin, width);
   bins.forEach((bin, index) => {
     const x = margin.left + index * barWidth + 2;
     const total = bin.classified + bin.asked;
@@ -75,22 +78,11 @@ export function histogram(bins, { width = 460, height = 220 } = {}) {
 // The last nights: the share sorted without a person as a line (0-100 %), and a table of every night's numbers.
 export function trendChart(nights, { width = 460, height = 160 } = {}) {
   const margin = { top: 12, right: 8, bottom: 28, left: 36 };
-  const plotWidth = width - margin.left - margin.right;
-  const plotHeight = height - margin.top - margin.bottom;
-  const svg = svgElement("svg", {
-    id: "trend-chart",
-    viewBox: `0 0 ${width} ${height}`,
-    width,
-    height,
-    role: "img",
-    "aria-label": "Share of each night sorted without a person, the last nights",
-  });
+  const label = "Share of each night sorted without a person, the last nights";
+  const { svg, plotWidth, plotHeight } = chartFrame("trend-chart", label, width, height, margin);
   const x = (index) => margin.left + (nights.length < 2 ? plotWidth / 2 : (index / (nights.length - 1)) * plotWidth);
   const y = (share) => margin.top + plotHeight - share * plotHeight;
-  for (const tick of [0, 0.5, 1]) {
-    svg.append(svgElement("text", { x: margin.left - 6, y: y(tick) + 4, "text-anchor": "end" }, `${tick * 100}`));
-    svg.append(svgElement("line", { x1: margin.left, x2: width - margin.right, y1: y(tick), y2: y(tick), stroke: "#d9dee5" }));
-  }
+  gridLines(svg, [0, 0.5, 1], y, (tick) => `${tick * 100}`, margin, width);
   const known = nights.map((night, index) => [night, index]).filter(([night]) => night.auto_sorted_share !== null);
   if (known.length > 1) {
     const points = known.map(([night, index]) => `${x(index)},${y(night.auto_sorted_share)}`).join(" ");
