@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from refund_sorter.errors import NotFoundError
 from refund_sorter.results import Status
-from refund_sorter.storage.base import REVIEW_FIELDS, ResultStore
+from refund_sorter.storage.base import REVIEW_FIELDS, QueueOrder, ResultStore
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -70,14 +70,21 @@ class MemoryResultStore(ResultStore):
         )
 
     def page_queue(
-        self, *, limit: int, token: str | None = None, day: str | None = None, department: str | None = None
+        self,
+        *,
+        limit: int,
+        token: str | None = None,
+        day: str | None = None,
+        department: str | None = None,
+        order: QueueOrder = "oldest",
     ) -> tuple[list[Result], str | None]:
         # Like DynamoDB's start key, the token is the position of the last item handed out, not an offset: items
         # decided in the meantime do not shift the next page.
-        waiting = [r for r in self._queue(day, department) if token is None or _position(r) > token]
+        where = _rank if order == "informative" else _position
+        waiting = sorted((r for r in self._queue(day, department) if token is None or where(r) > token), key=where)
         page = waiting[:limit]
         more = len(waiting) > limit
-        return page, (_position(page[-1]) if more else None)
+        return page, (where(page[-1]) if more else None)
 
     def count_queue(self, *, day: str | None = None, department: str | None = None) -> int:
         return len(self._queue(day, department))
@@ -85,3 +92,9 @@ class MemoryResultStore(ResultStore):
 
 def _position(result: Result) -> str:
     return f"{result.timestamp.isoformat()}|{result.id}"
+
+
+def _rank(result: Result) -> str:
+    # Ranked first (priority as fixed-width text sorts as the number), then the unranked, oldest first.
+    ranked = "0" if result.priority is not None else "1"
+    return f"{ranked}|{result.priority or 0:.6f}|{_position(result)}"

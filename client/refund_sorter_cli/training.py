@@ -46,7 +46,16 @@ def register(commands: Any) -> None:
     train = commands.add_parser("train", help="learn the shop's own departments (a folder, or the stack's labels)")
     train.add_argument("folder", nargs="?", type=Path, metavar="DIR", help="DIR/<department>/* photos (no AWS)")
     train.add_argument("--out", type=Path, metavar="MODEL_DIR", help="write the model version here")
-    train.add_argument("--activate", action="store_true", help="on the stack: make the new version active")
+    choice = train.add_mutually_exclusive_group()
+    choice.add_argument(
+        "--activate", action="store_true", default=None, help="on the stack: make the new version active, whatever"
+    )
+    choice.add_argument(
+        "--no-activate",
+        dest="activate",
+        action="store_false",
+        help="on the stack: keep the active version, whatever (default: the promotion rule decides)",
+    )
     train.add_argument(
         "--no-embed-missing",
         dest="embed_missing",
@@ -98,7 +107,7 @@ def _train(args: argparse.Namespace) -> int:
 
     try:
         if args.folder is not None:
-            if args.out is None or args.aws or args.activate:
+            if args.out is None or args.aws or args.activate is not None:
                 message = "train DIR needs --out MODEL_DIR (and acts on this machine only)"
                 print(f"refund-sorter train: {message}", file=sys.stderr)
                 return EXIT_BAD_DATA
@@ -237,7 +246,7 @@ def embed_missing(args: argparse.Namespace) -> None:
         print(f"embedded {total} labelled photos that had no features yet ({milliseconds} ms each)")
 
 
-def train_on_stack(args: argparse.Namespace, *, activate: bool, seed: int = 0) -> int:
+def train_on_stack(args: argparse.Namespace, *, activate: bool | None, seed: int = 0) -> int:
     """Start the training job on the stack, print its summary; ``--out``: also download the version there."""
     if args.embed_missing:
         embed_missing(args)
@@ -277,10 +286,33 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"the job took {summary['seconds']:.1f} s"
     )
     print(f"published {summary['location']}")
+    print_promotion(summary["promotion"])
     if summary["active"]:
         print(f"active: {summary['version']} (running functions switch within a minute)")
     else:
         print(f"make it active with: refund-sorter models activate {summary['version']}")
+
+
+def print_promotion(promotion: dict[str, Any] | None) -> None:
+    """The champion/challenger verdict and both sides' scores on the held-out decisions."""
+    if not promotion:
+        print("promotion: not recorded (trained before versions were compared with the active one)")
+        return
+    print(f"promotion: {'activated' if promotion['activated'] else 'not activated'}: {promotion['reason']}")
+    sides = [("champion", promotion.get("champion")), ("challenger", promotion.get("challenger"))]
+    for side, scores in sides:
+        if not scores:
+            print(f"  {side:<10}  none")
+            continue
+        print(
+            f"  {side:<10}  {scores.get('version', '')}: top-1 {_share(scores.get('top1'))}, auto-sorts "
+            f"{_share(scores.get('auto_share'))} at precision {_share(scores.get('precision'))} "
+            f"(on {scores.get('n', 0)} held-out decisions)"
+        )
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
 
 
 def _download(args: argparse.Namespace, version: str, out: Path) -> None:
@@ -343,6 +375,7 @@ def _models_show(args: argparse.Namespace) -> int:
         print(exc.message, file=sys.stderr)
         return 1
     print(report)
+    print_promotion(registry.card(args.version).get("promotion"))
     print(f"files: s3://{registry.bucket}/{registry.key(args.version, '')}")
     return 0
 

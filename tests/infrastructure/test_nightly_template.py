@@ -103,8 +103,23 @@ def test_the_machine_has_plan_map_and_export_in_that_order(
     assert catch["Next"] == "Export", "a failed map still gets its export and summary"
     assert catch["ErrorEquals"] == ["States.ALL"]
     functions = {name: state["Parameters"]["FunctionName"] for name, state in states.items() if state["Type"] == "Task"}
-    assert functions == {"Plan": "${PlanFunctionArn}", "Export": "${ExportFunctionArn}"}
+    assert functions == {
+        "Plan": "${PlanFunctionArn}",
+        "Export": "${ExportFunctionArn}",
+        "Retrain": "${TrainFunctionArn}",
+    }
+    # after the export, the loop's retraining; whatever becomes of it, the night ends as its map went
+    assert states["Export"]["Next"] == "Retrain"
+    assert states["Retrain"]["Parameters"]["Payload"] == {"nightly": True}
+    assert states["Retrain"]["Next"] == "DidTheMapFail"
+    (caught,) = states["Retrain"]["Catch"]
+    assert (caught["ErrorEquals"], caught["Next"], caught["ResultPath"]) == (
+        ["States.ALL"],
+        "DidTheMapFail",
+        "$.retrain_error",
+    )
     substitutions = machine["DefinitionSubstitutions"]
+    assert substitutions["TrainFunctionArn"] == {"Fn::GetAtt": ["TrainFunction", "Arn"]}
     assert substitutions["PlanFunctionArn"] == {"Fn::GetAtt": ["PlanFunction", "Arn"]}
     assert substitutions["ExportFunctionArn"] == {"Fn::GetAtt": ["ExportFunction", "Arn"]}
     assert substitutions["ClassifyChunkFunctionArn"] == {"Fn::GetAtt": ["ClassifyChunkFunction", "Arn"]}
@@ -191,13 +206,13 @@ def test_the_local_runner_implements_everything_the_definition_uses() -> None:
 # ------------------------------------------------------------------------------------------------ permissions
 
 
-def test_the_state_machine_may_invoke_exactly_its_three_functions_and_run_its_map(
+def test_the_state_machine_may_invoke_exactly_its_four_functions_and_run_its_map(
     resources: dict[str, dict[str, Any]],
 ) -> None:
     machine = resources["NightlyStateMachine"]
     invoked = sorted(p["LambdaInvokePolicy"]["FunctionName"]["Ref"] for p in machine["Properties"]["Policies"]
                      if "LambdaInvokePolicy" in p)  # fmt: skip
-    assert invoked == ["ClassifyChunkFunction", "ExportFunction", "PlanFunction"]
+    assert invoked == ["ClassifyChunkFunction", "ExportFunction", "PlanFunction", "TrainFunction"]
     allowed = actions_on(machine)
     own_arn = "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:stateMachine:${AWS::StackName}-nightly"
     runs = json.dumps({"Fn::Sub": f"{BUCKET_ARN}/runs/*"})

@@ -105,6 +105,7 @@ def predict_scenarios(
         _answer(api.patch(f"/predictions/{created['id']}", json={"category": "home_kitchen"}), 200)
         # the review loop: the queue with its counts, a decision taken back, the photo, the night's summary
         _answer(api.get("/predictions?status=needs_review"), 200)
+        _answer(api.get("/predictions?status=needs_review&order=informative"), 200)
         _answer(api.delete(f"/predictions/{created['id']}/review"), 200)
         _answer(api.get(f"/predictions/{created['id']}/photo?as=json"), 200)
         _answer(api.get(f"/summaries/{today}"), 200)
@@ -262,6 +263,22 @@ def train_scenarios(
     with recorder.recording("TrainFunction"):
         summary = call_handler(aws.template, "TrainFunction", {"activate": True})
     assert summary["ok"] and summary["active"] and (summary["labelled"], summary["reviewed"]) == (20, 1)
+    # a training whose champion is rolled back while it trains: it records, in its version, why it did not activate
+    from refund_sorter_training import job
+    from refund_sorter_training.admin import ModelAdmin
+
+    reads = job.stack_data
+
+    def read_then_someone_rolls_back(*args: Any) -> Any:
+        data = reads(*args)
+        ModelAdmin(aws.settings, aws.s3, aws.dynamodb).rollback(by="a person")
+        return data
+
+    patch.setattr(job, "stack_data", read_then_someone_rolls_back)
+    with recorder.recording("TrainFunction"):
+        raced = call_handler(aws.template, "TrainFunction", {"seed": 1, "activate": True})
+    assert raced["ok"] and not raced["active"] and "changed while training" in raced["promotion"]["reason"]
+    patch.setattr(job, "stack_data", reads)
     aws.s3.delete_object(Bucket=aws.settings.bucket, Key=aws.keys("labelled/shoes/")[0])
     with recorder.recording("TrainFunction"):
         assert not call_handler(aws.template, "TrainFunction", {})["ok"]

@@ -174,8 +174,8 @@ def test_results_table_schema(resources: dict[str, dict[str, Any]]) -> None:
     properties = table["Properties"]
     assert properties["BillingMode"] == "PAY_PER_REQUEST"
     assert properties["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
-    assert _attribute_types(properties) == {"id": "S", "day": "S", "timestamp": "S", "queue": "S"}
-    by_day, queue = properties["GlobalSecondaryIndexes"]
+    assert _attribute_types(properties) == {"id": "S", "day": "S", "timestamp": "S", "queue": "S", "priority": "N"}
+    by_day, queue, informative = properties["GlobalSecondaryIndexes"]
     assert by_day["IndexName"] == "by-day"
     assert by_day["KeySchema"] == [
         {"AttributeName": "day", "KeyType": "HASH"},
@@ -187,7 +187,13 @@ def test_results_table_schema(resources: dict[str, dict[str, Any]]) -> None:
         {"AttributeName": "queue", "KeyType": "HASH"},
         {"AttributeName": "timestamp", "KeyType": "RANGE"},
     ]
-    for index in (by_day, queue):
+    # the same queue by priority (lower = ask sooner): sparse on `queue` and on `priority`
+    assert informative["IndexName"] == "review-informative"
+    assert informative["KeySchema"] == [
+        {"AttributeName": "queue", "KeyType": "HASH"},
+        {"AttributeName": "priority", "KeyType": "RANGE"},
+    ]
+    for index in (by_day, queue, informative):
         assert index["Projection"] == {"ProjectionType": "ALL"}
     assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
     assert properties["SSESpecification"]["SSEEnabled"] is True

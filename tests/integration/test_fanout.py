@@ -72,7 +72,7 @@ def test_a_night_runs_through_the_state_machine_on_parallel_workers(
     assert night.status == "SUCCEEDED", night.cause
     (map_run,) = night.events_of("MapRunStarted")
     assert map_run.detail == {"items": -(-len(keys) // 3), "concurrency": 2}
-    assert started == 4  # plan, export and two worker environments (kept warm between chunks)
+    assert started == 5  # plan, export, retrain and two worker environments (kept warm between chunks)
     # AND every photo has exactly one Result and sits in processed/ or failed/
     assert_each_photo_once(aws, keys)
     summary = summary_of(night)

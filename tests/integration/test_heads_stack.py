@@ -54,8 +54,8 @@ def test_train_on_the_stack_from_labelled_photos_and_reviews(
         aws.store.review(r.id, "hat" if "/hat-" in r.source else "clothing", by="tester")
         for r in aws.store.by_day(report_day(aws))
     ]
-    # WHEN `refund-sorter train` runs against the stack
-    assert main(["train"]) == 0
+    # WHEN `refund-sorter train --no-activate` runs against the stack
+    assert main(["train", "--no-activate"]) == 0
     out = capsys.readouterr().out
     # THEN it first embedded the 40 labelled photos (put without an S3 notification, as on the local stack), then
     # the training job used them and the two hat reviews (from the features kept when they were classified); the
@@ -65,8 +65,15 @@ def test_train_on_the_stack_from_labelled_photos_and_reviews(
     assert "embedded 40 labelled photos that had no features yet" in out
     versions = list(registry_of(aws).versions())
     assert len(versions) == 1 and versions[0]["departments"] == DEPARTMENTS
-    assert versions[0]["training"]["photos_per_department"]["hat"] == 12  # 10 labelled + 2 reviewed
-    assert versions[0]["training"]["sources"] == {"labelled": 40, "reviewed": 2, "bucket": aws.settings.bucket}
+    # 10 labelled + the 2 reviewed, less the decisions held out to compare versions on (never trained on)
+    held = versions[0]["training"]["sources"]["held_out_decisions"]
+    assert versions[0]["training"]["photos_per_department"]["hat"] == 12 - held
+    assert versions[0]["training"]["sources"] == {
+        "labelled": 40,
+        "reviewed": 2 - held,
+        "held_out_decisions": held,
+        "bucket": aws.settings.bucket,
+    }
     assert {r.id for r in reviewed} <= set(
         load_embeddings(aws.s3, aws.settings.bucket, ["embeddings/results/"], sorter.classifier.info.version)
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 import threading
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 from refund_sorter.results import Status
 from tests import chromium
 from tests.integration.conftest import LocalAws, StartApi
-from tests.review_data import seed_queue
+from tests.review_data import informative_order, seed_queue, seed_ranked
 
 if TYPE_CHECKING:
     from refund_sorter.results import Result
@@ -130,6 +131,28 @@ def test_the_queue_loads_and_key_1_confirms_and_the_next_photo_shows(page: Page,
     assert next_shown(page, second.id) == third.id
     all_saved(page)
     assert stored(aws, second.id).department == second_choice
+
+
+def test_the_informative_order_shows_the_most_useful_photo_first_and_says_why(
+    page: Page, api: str, aws: LocalAws
+) -> None:
+    # GIVEN photos waiting with priorities, and one stored before the queue had an order
+    results = seed_ranked(aws.store, aws.bucket, 4) + seed_ranked(aws.store, aws.bucket, 1, ranked=False, start=4)
+    order = informative_order(results)
+    assert order != [r.id for r in results], "the informative order differs from the oldest-first one"
+    by_id = {r.id: r for r in results}
+    # WHEN a reviewer opens the page in the informative order
+    page.goto(f"{api}/review?order=informative")
+    # THEN the lowest priority is on screen first, with why it is asked, and the page names the order
+    assert shown(page) == order[0]
+    expect(page.locator("#why")).to_have_text(f"Asked because {by_id[order[0]].asked_because}")
+    expect(page.locator("#queue-order")).to_have_attribute("data-order", "informative")
+    # AND deciding goes on in that order, down to the photo without a priority, which still says why
+    for previous, following in itertools.pairwise(order):
+        page.keyboard.press("1")
+        assert next_shown(page, previous) == following
+    expect(page.locator("#why")).to_contain_text("Asked because ")
+    all_saved(page)
 
 
 def test_a_correction_through_the_chooser(page: Page, api: str, aws: LocalAws) -> None:
@@ -260,6 +283,13 @@ def test_two_tabs_with_the_api_down_lose_no_decision(browser: Browser, api: str,
 
 def test_the_night_summary_renders(page: Page, api: str, aws: LocalAws) -> None:
     first, _, _ = seed_queue(aws.store, aws.bucket, 3)
+    # the last nights as the Export step recorded them (nightly-trend.json): the share sorted alone is rising
+    nights = [
+        {"day": first.day, "run": f"run-{i}", "photos": 100, "auto_sorted_share": share, "review_rate": 1 - share,
+         "review_backlog": 30 - 10 * i, "model_version": f"v{i}"}
+        for i, share in enumerate((0.5, 0.6, 0.75))
+    ]  # fmt: skip
+    aws.bucket.put_bytes("nightly-trend.json", json.dumps(nights).encode())
     decide_first_with_1(page, api, first)
     page.keyboard.press("s")
     histogram = page.locator("svg#confidence-histogram")
@@ -270,6 +300,12 @@ def test_the_night_summary_renders(page: Page, api: str, aws: LocalAws) -> None:
     assert page.locator(".tile b").first.inner_text() == "3"
     assert "100 %" in page.locator("#summary-body").inner_text()  # review rate: all three were sent to a person
     assert page.locator("#summary-departments tbody tr").count() >= 1
+    # AND the trend: one point and one row per night, newest row first, and the change in words
+    assert page.locator("svg#trend-chart circle.night").count() == 3
+    rows = page.locator("#summary-trend tbody tr")
+    assert rows.count() == 3 and rows.first.get_attribute("data-day") == first.day
+    assert "75 %" in rows.first.inner_text() and "v2" in rows.first.inner_text()
+    assert "+25 points" in page.locator("#trend-words").inner_text()
     page.keyboard.press("Escape")
     page.wait_for_selector("#review-view", state="visible")
 

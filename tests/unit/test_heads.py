@@ -73,6 +73,31 @@ def test_classify_with_a_head_names_learned_departments_and_still_knows_a_cat(
     for result in results[3:]:
         assert (result["status"], result["review_reason"]) == ("needs_review", "not_a_product"), result["source"]
         assert result["department"] is None
+        # AND each waiting one carries its place in the informative queue and why it is asked
+        assert 0 <= result["priority"] <= 1 and "no product" in result["asked_because"]
+    assert all(r["priority"] is None and r["asked_because"] is None for r in results if r["status"] == "classified")
+
+
+def test_the_queue_order_takes_the_heads_taught_counts(clothing_head: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN the head trained on 12 photos a department, and a priority that records what it was given
+    from refund_sorter.heads import informative
+    from refund_sorter.vision import sorter as sorter_module
+
+    head = Head.load(clothing_head)
+    assert sorter_module.taught_counts(head) == {"hat": 12, "pants": 12, "shoes": 12, "t-shirt": 12}
+    assert sorter_module.taught_counts(None) is None
+    given: list[Any] = []
+
+    def priority(top: Any, *, taught: Any = None) -> float:
+        given.append((list(top), taught))
+        return 0.25
+
+    monkeypatch.setattr(informative, "review_priority", priority)
+    # WHEN a waiting photo's question is made THEN the priority saw its top departments and the taught counts
+    top = [("hat", 0.5), ("shoes", 0.4)]
+    made = sorter_module.asked(top, None, sorter_module.taught_counts(head))
+    assert made["priority"] == 0.25 and given == [(top, {"hat": 12, "pants": 12, "shoes": 12, "t-shirt": 12})]
+    assert "hat" in str(made["asked_because"])
 
 
 def test_a_department_with_too_few_photos_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

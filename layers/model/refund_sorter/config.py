@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     # The nightly fan-out (a Step Functions state machine: plan → Distributed Map of chunk workers → export)
     jobs_table: str = Field("", description="DynamoDB table of the nightly run's lease and photos in flight")
     runs_prefix: str = Field("runs/", description="Where each nightly run keeps its manifest, chunk results, summary")
+    trend_key: str = Field(
+        "nightly-trend.json", description="The last nights' auto-sorted share, review rate and backlog (the summaries')"
+    )
     chunk_size: int = Field(
         500, ge=1, le=1500, description="Photos to classify per chunk (one worker invocation): ~25 s of a 300 s timeout"
     )
@@ -98,6 +101,26 @@ class Settings(BaseSettings):
     not_a_product_gate: float = Field(
         0.5, gt=0, le=1, description="With a head: at or above this ImageNet not-a-product probability, review"
     )
+
+    # The learning loop: retraining after the night, champion (the active head) against challenger
+    retrain_min_decisions: int = Field(
+        20,
+        ge=0,
+        description="The nightly run retrains when at least this many decisions were made since the last version",
+    )
+    auto_activate: bool = Field(
+        True, description="A trained version that beats the active one on held-out decisions is activated by itself"
+    )
+    promotion_min_precision_delta: float = Field(
+        0.0, ge=-1, le=1, description="A challenger's precision must be at least the champion's plus this"
+    )
+    promotion_min_share_delta: float = Field(
+        0.0, ge=0, le=1, description="A challenger must auto-sort strictly more than the champion plus this share"
+    )
+    held_out_fraction: float = Field(
+        0.2, ge=0, lt=1, description="Share of decisions never trained on: both sides are compared on them"
+    )
+    held_out_seed: int = Field(0, description="Picks the held-out decisions; keep it fixed so they stay held out")
 
 
 @lru_cache(maxsize=1)

@@ -112,6 +112,14 @@ class Result(BaseModel):
     photo_key: str | None = Field(
         None, description="Where the photo is kept now, in the images bucket (processed/, failed/, uploads/)"
     )
+    priority: float | None = Field(
+        None,
+        description="needs_review only: how soon a person should see it in the informative queue (lower = sooner), "
+        "fixed when the model answered; absent on Results stored before the queue had an order",
+    )
+    asked_because: str | None = Field(
+        None, description="needs_review only: why a person is asked, in one sentence (the review page shows it)"
+    )
 
     @classmethod
     def from_error(cls, *, id: str, source: str, error: RefundSorterError, model_version: str) -> Result:

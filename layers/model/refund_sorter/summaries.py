@@ -36,6 +36,18 @@ class ConfidenceBin(BaseModel):
     asked: int = Field(0, description="Sent to a person (waiting or decided)")
 
 
+class TrendNight(BaseModel):
+    """One nightly run, as the Export step recorded it (``nightly-trend.json``)."""
+
+    day: str
+    run: str = ""
+    photos: int = 0
+    auto_sorted_share: float | None = Field(None, description="Share of the night sorted without a person")
+    review_rate: float | None = Field(None, description="Share of the night sent to a person")
+    review_backlog: int | None = Field(None, description="Results waiting for a person after that night")
+    model_version: str | None = Field(None, description="The model that sorted most of the night")
+
+
 class NightSummary(BaseModel):
     date: str
     total: int = 0
@@ -48,6 +60,9 @@ class NightSummary(BaseModel):
     corrected: int = Field(0, description="Decisions that chose another department")
     reviewers: dict[str, int] = Field(default_factory=dict, description="Decisions in force, per person")
     confidence_histogram: list[ConfidenceBin] = Field(default_factory=list)
+    trend: list[TrendNight] = Field(
+        default_factory=list, description="The last nightly runs, oldest first: is the sorter sorting more?"
+    )
 
 
 def summarize(day: str, results: Iterable[Result]) -> NightSummary:

@@ -5,6 +5,7 @@ this ships in the training layer only, and only TrainFunction's policy may write
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# The models table's item saying when the last version was trained (beside the ACTIVE pointer's).
+LAST_TRAINING_ID = "last-training"
 # Versions kept in the pointer's history: rollback can go this many steps back.
 HISTORY_LENGTH = 20
 CONTENT_TYPES = {".json": "application/json", ".npz": "application/octet-stream", ".md": "text/markdown",
@@ -52,15 +55,20 @@ class ModelAdmin(ModelRegistry):
         reply = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=self.key(version, VERSION_FILE), MaxKeys=1)
         return reply.get("KeyCount", 0) > 0
 
-    def activate(self, version: str, by: str = "local") -> Pointer:
-        """Make ``version`` the one every function uses (within ``head_pointer_ttl_seconds``)."""
+    def activate(self, version: str, by: str = "local", *, expected: Pointer | None = None) -> Pointer:
+        """Make ``version`` the one every function uses (within ``head_pointer_ttl_seconds``).
+
+        ``expected``: only if the pointer is still this one (the training job passes the pointer it compared the
+        version against, so a rollback meanwhile wins and the job's verdict is not applied to another champion);
+        :class:`StorageError` otherwise, with nothing changed.
+        """
         head = self.load(version)  # refuse a version that is missing or unreadable before anything points at it
         from refund_sorter.vision.classifier import ModelInfo  # model.json only: the training layer has no model
 
         running = ModelInfo.from_model_path(self.settings.model_path).version
         if head.backbone != running:  # the functions would refuse it and sort with the taxonomy: say so now
             raise HeadError(other_backbone(f"model version {version}", head.backbone, running))
-        current = self.pointer()
+        current = expected if expected is not None else self.pointer()
         if current.version == version:
             return current
         history = (current.version, *current.history) if current.version else current.history
@@ -73,6 +81,33 @@ class ModelAdmin(ModelRegistry):
             raise NotFoundError("no model version is active: nothing to roll back")
         previous, *rest = current.history or (None,)
         return self._write(current, Pointer(previous, tuple(rest), utc_now().isoformat(), by))
+
+    def amend_promotion(self, version: str, promotion: dict[str, Any]) -> None:
+        """Rewrite the ``promotion`` record of a published version's ``version.json`` (nothing else changes).
+
+        The one write to a version after it is published: whether the pointer really moved is known only after
+        the version exists (a rollback can win the race), and the record must say what happened."""
+        card = self.card(version)
+        card["promotion"] = promotion
+        self.s3.put_object(
+            Bucket=self.bucket,
+            Key=self.key(version, VERSION_FILE),
+            Body=(json.dumps(card, indent=2, ensure_ascii=False) + "\n").encode("utf-8"),
+            ContentType=CONTENT_TYPES[".json"],
+        )
+
+    def last_training(self) -> dict[str, str]:
+        """When the last version was trained and which (``{}`` before the first): the nightly run retrains only
+        once enough decisions were made since."""
+        reply = self.dynamodb.get_item(TableName=self.table, Key={"id": {"S": LAST_TRAINING_ID}}, ConsistentRead=True)
+        item = reply.get("Item", {})
+        return {name: item[name]["S"] for name in ("at", "version") if name in item}
+
+    def record_training(self, at: str, version: str) -> None:
+        self.dynamodb.put_item(
+            TableName=self.table,
+            Item={"id": {"S": LAST_TRAINING_ID}, "at": {"S": at}, "version": {"S": version}},
+        )
 
     def _write(self, expected: Pointer, new: Pointer) -> Pointer:
         item: dict[str, Any] = {

@@ -41,6 +41,20 @@ class StackData:
     # reviews naming a department without labelled photos: department → count
     reviews_left_out: dict[str, int] = field(default_factory=dict)
 
+    def hold_out(self, held: set[str]) -> tuple[StackData, Labelled]:
+        """This data without the decisions whose ids are in ``held``, and those decisions on their own."""
+        ids = self.reviewed.ids
+        kept = [i for i, decision in enumerate(ids) if decision not in held]
+        out = [i for i, decision in enumerate(ids) if decision in held]
+        training = StackData(
+            self.labelled,
+            self.reviewed.rows(kept),
+            self.labelled_without_features,
+            self.reviewed_without_features,
+            self.reviews_left_out,
+        )
+        return training, self.reviewed.rows(out)
+
     def combined(self) -> Labelled:
         parts = [part for part in (self.labelled, self.reviewed) if part.departments]
         return Labelled(
@@ -87,6 +101,7 @@ def reviewed_from_store(store: DynamoResultStore, bucket: PhotoBucket, backbone:
             _stack([kept[r.id] for r in usable]),
             [r.review.department for r in usable if r.review is not None],
             [r.source for r in usable],
+            ids=[r.id for r in usable],
         ),
         len(reviewed) - len(usable),
     )
@@ -99,14 +114,7 @@ def only_departments(data: Labelled, departments: set[str]) -> tuple[Labelled, d
     counting them would make departments out of a few photos each, which training would then refuse."""
     keep = [i for i, department in enumerate(data.departments) if department in departments]
     left_out = Counter(d for d in data.departments if d not in departments)
-    return (
-        Labelled(
-            data.embeddings[keep] if keep else np.zeros((0, 0), np.float16),
-            [data.departments[i] for i in keep],
-            [data.sources[i] for i in keep],
-        ),
-        dict(sorted(left_out.items())),
-    )
+    return data.rows(keep), dict(sorted(left_out.items()))
 
 
 def reviewed_results(store: DynamoResultStore) -> Iterable[Result]:

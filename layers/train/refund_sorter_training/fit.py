@@ -49,6 +49,20 @@ class Labelled:
     sources: list[str] = field(default_factory=list)
     # ImageNet not-a-product probability per photo, where known (NaN: unknown); measures the gate's cost.
     not_a_product: np.ndarray | None = None
+    # Per row, the id of the decision (reviewed Result) it comes from, where it is one: picks the held-out ones.
+    ids: list[str] = field(default_factory=list)
+
+    def rows(self, keep: Sequence[int]) -> Labelled:
+        """Only the rows ``keep`` (in that order)."""
+        rows = list(keep)
+        features = self.embeddings[rows] if rows else np.zeros((0, *self.embeddings.shape[1:]), self.embeddings.dtype)
+        return Labelled(
+            features,
+            [self.departments[i] for i in rows],
+            [self.sources[i] for i in rows] if self.sources else [],
+            self.not_a_product[rows] if self.not_a_product is not None else None,
+            [self.ids[i] for i in rows] if self.ids else [],
+        )
 
 
 def check_counts(departments: Sequence[str], minimum: int) -> Counter[str]:

@@ -109,6 +109,7 @@ class PredictionPage(BaseModel):
     date: str | None = Field(None, description="The day listed (optional for the review queue)")
     status: Literal["needs_review"] | None = Field(None, description="Set for the review queue")
     department: str | None = Field(None, description="The queue's predicted-department filter, if any")
+    order: Literal["informative", "oldest"] | None = Field(None, description="The review queue's order")
     items: list[Result]
     next_token: str | None = Field(None, description="Pass as next_token for the next page")
     counts: QueueCounts | None = Field(None, description="The review queue's first page only")

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
 
     from refund_sorter.api.schemas import ReviewRequest
+    from refund_sorter.storage.base import QueueOrder
     from refund_sorter.storage.bucket import PhotoBucket
     from refund_sorter.storage.dynamodb import DynamoResultStore
     from refund_sorter.summaries import NightSummary
@@ -214,6 +215,7 @@ class PredictionService:
         limit: int,
         next_token: str | None,
         counts: bool = True,
+        order: QueueOrder | None = None,
     ) -> PredictionPage:
         """A day's Results (``date``), or the review queue (``status=needs_review``, ``date`` optional)."""
         if status is None:
@@ -221,8 +223,17 @@ class PredictionService:
                 raise InvalidRequestError("give date=YYYY-MM-DD, or status=needs_review for the review queue")
             if department is not None:
                 raise InvalidRequestError("department filters the review queue: add status=needs_review")
+            if order is not None:
+                raise InvalidRequestError("order sorts the review queue: add status=needs_review")
             return self.list_day(date, limit, next_token)
-        return self.queue(date=date, department=department, limit=limit, next_token=next_token, counts=counts)
+        return self.queue(
+            date=date, department=department, limit=limit, next_token=next_token, counts=counts, order=order
+        )
+
+    def default_order(self) -> QueueOrder:
+        """``informative`` while a head is active (its probabilities say what a decision would teach it),
+        ``oldest`` otherwise."""
+        return "informative" if self.sorter.head() is not None else "oldest"
 
     def queue(
         self,
@@ -232,13 +243,17 @@ class PredictionService:
         limit: int = 50,
         next_token: str | None = None,
         counts: bool = True,
+        order: QueueOrder | None = None,
     ) -> PredictionPage:
-        """The ``needs_review`` queue, oldest first across nights; the first page also says how much is left
-        (unless ``counts`` is false: the page asks for them once its first photo is on screen)."""
+        """The ``needs_review`` queue in ``order`` (by default :meth:`default_order`); the first page also says
+        how much is left (unless ``counts`` is false: the page asks for them once its first photo is on screen).
+        A page token only continues the order it came from: a page that changes order starts again."""
         day = parse_day(date) if date is not None else None
         if department is not None:
             self._check_department(department, "department")
-        items, token = self.store.page_queue(limit=limit, token=next_token, day=day, department=department)
+        order = order or self.default_order()
+        items, token = self.store.page_queue(limit=limit, token=next_token, day=day, department=department, order=order)
+        items = [_with_question(result) for result in items]
         left = None
         if next_token is None and counts:
             counted = day or self.clock().date().isoformat()
@@ -249,7 +264,13 @@ class PredictionService:
                 left=self.store.count_queue(department=department),
             )
         return PredictionPage(
-            date=day, status="needs_review", department=department, items=items, next_token=token, counts=left
+            date=day,
+            status="needs_review",
+            department=department,
+            order=order,
+            items=items,
+            next_token=token,
+            counts=left,
         )
 
     def review(self, result_id: str, request: ReviewRequest, by: str = "local") -> Result:
@@ -264,10 +285,21 @@ class PredictionService:
         return self.store.undo_review(result_id, by, revision=revision)
 
     def summary(self, day: str) -> NightSummary:
-        from refund_sorter.summaries import summarize
+        """The night in numbers, with the trend of the last nightly runs (up to that day)."""
+        from refund_sorter.jobs.summary import read_trend
+        from refund_sorter.summaries import TrendNight, summarize
 
         day = parse_day(day)
-        return summarize(day, self.store.by_day(day))
+        summary = summarize(day, self.store.by_day(day))
+        nights = []
+        for night in read_trend(self.bucket):
+            try:
+                entry = TrendNight.model_validate(night)
+            except ValueError:  # pydantic's ValidationError: an entry this version cannot read is left out
+                continue
+            if entry.day <= day:
+                nights.append(entry)
+        return summary.model_copy(update={"trend": nights})
 
     def photo_link(self, result_id: str, size: str = "thumbnail") -> PhotoLink:
         """A short-lived link to the photo a person should look at: its thumbnail, or ``full`` the original
@@ -326,6 +358,17 @@ class PredictionService:
 
     def departments(self) -> list[DepartmentOut]:
         return [DepartmentOut(id=d.id, name=d.name, description=d.description) for d in self.sorter.departments()]
+
+
+def _with_question(result: Result) -> Result:
+    """A waiting Result stored before Results said why they are asked gets its sentence now (from its own
+    top departments; its place in the queue stays where it was stored)."""
+    if result.asked_because is not None:
+        return result
+    from refund_sorter.vision.sorter import asked
+
+    top = [(d.department, d.confidence) for d in result.top_departments]
+    return result.model_copy(update={"asked_because": asked(top, result.review_reason, None)["asked_because"]})
 
 
 def _decode_base64(text: str, settings: Settings) -> bytes:

@@ -55,6 +55,13 @@ class NightSummary:
     summary_key: str = ""
     lease_released: bool = False
     seconds: float = 0.0
+    # The learning loop: how much of the night was sorted without a person, and how that moves night by night.
+    auto_sorted_share: float | None = None  # classified / (classified + needs_review); None: nothing classified
+    review_rate: float | None = None  # needs_review / (classified + needs_review)
+    review_backlog: int = 0  # Results waiting for a person once the night is done (all nights)
+    model_versions: dict[str, int] = field(default_factory=dict)  # photos per model the night's Results name
+    model_version: str | None = None  # the one that sorted most of them
+    trend: list[dict[str, Any]] = field(default_factory=list)  # this night and the ones before, oldest first
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,12 +82,14 @@ def finish_night(store: ResultStore, bucket: PhotoBucket, jobs: JobsTable, state
     summary.map_error = state.get("map_error")
     counts: Counter[str] = Counter()
     departments: Counter[str] = Counter()
+    versions: Counter[str] = Counter()
     for status, entry in _map_results(bucket, plan["results_prefix"]):
         if status == "SUCCEEDED":
             report = _output(entry)
             summary.chunks_succeeded += 1
             counts.update({name: int(report.get(name, 0)) for name in COUNTED})
             departments.update(report.get("departments", {}))
+            versions.update(report.get("model_versions", {}))
             summary.errors.extend(report.get("errors", [])[: max(0, 20 - len(summary.errors))])
         elif status == "FAILED":
             summary.chunks_failed += 1
@@ -99,13 +108,57 @@ def finish_night(store: ResultStore, bucket: PhotoBucket, jobs: JobsTable, state
         summary.status = "failed"
     elif summary.chunks_failed or summary.chunks_not_run:
         summary.status = "tolerated_failures"
+    summary.model_versions = dict(versions.most_common())
+    summary.model_version = versions.most_common(1)[0][0] if versions else None
+    sorted_or_asked = counts["classified"] + counts["needs_review"]
+    if sorted_or_asked:
+        summary.auto_sorted_share = round(counts["classified"] / sorted_or_asked, 4)
+        summary.review_rate = round(counts["needs_review"] / sorted_or_asked, 4)
+    summary.review_backlog = store.count_queue()
     summary.export_key, summary.export_rows = write_export(store, bucket, summary.day)
     summary.summary_key = plan["summary_key"]
+    summary.trend = record_trend(bucket, summary)
     summary.lease_released = jobs.release_lease(LEASE, plan["execution"])
     summary.seconds = round(time.monotonic() - began, 3)
     bucket.put_bytes(summary.summary_key, json.dumps(summary.as_dict(), indent=2).encode())
     logger.info("night finished", extra=summary.as_dict())
     return summary
+
+
+# One small file the nights append to (the Export step runs one night at a time: the run's lease), so neither the
+# summary nor the review page lists runs/ to show the trend. Its own key (settings.trend_key), so the API may read
+# it and nothing else the nights write.
+TREND_NIGHTS = 30
+TREND_FIELDS = ("auto_sorted_share", "review_rate", "review_backlog", "model_version")
+
+
+def trend_key(bucket: PhotoBucket) -> str:
+    return bucket.settings.trend_key
+
+
+def read_trend(bucket: PhotoBucket) -> list[dict[str, Any]]:
+    """The last nights' entries, oldest first (``[]`` before the first night, or if the file is unreadable)."""
+    from refund_sorter.errors import NotFoundError
+
+    try:
+        nights = json.loads(bucket.get_bytes(trend_key(bucket)))
+    except NotFoundError:
+        return []
+    except ValueError:
+        logger.warning("%s is not JSON: the trend starts again", trend_key(bucket))
+        return []
+    return [n for n in nights if isinstance(n, dict)] if isinstance(nights, list) else []
+
+
+def record_trend(bucket: PhotoBucket, summary: NightSummary) -> list[dict[str, Any]]:
+    """Add this night to the trend file and return the last :data:`TREND_NIGHTS` nights, oldest first. A night
+    run again (a rerun of the same execution) replaces its own entry."""
+    night = {"day": summary.day, "run": summary.run, "photos": summary.photos}
+    night |= {name: getattr(summary, name) for name in TREND_FIELDS}
+    nights = [n for n in read_trend(bucket) if n.get("run") != summary.run] + [night]
+    nights = nights[-TREND_NIGHTS:]
+    bucket.put_bytes(trend_key(bucket), json.dumps(nights, indent=1).encode())
+    return nights
 
 
 def _map_results(bucket: PhotoBucket, results_prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:

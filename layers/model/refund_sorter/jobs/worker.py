@@ -55,6 +55,7 @@ class ChunkReport:
     deferred: int = 0
     left: int = 0  # not reached before the time budget ran out: the next night takes them
     departments: dict[str, int] = field(default_factory=dict)
+    model_versions: dict[str, int] = field(default_factory=dict)  # the model each stored Result names
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -85,14 +86,15 @@ def classify_chunk(
     started = time.monotonic()
     report = BatchReport()
     departments: Counter[str] = Counter()
+    versions: Counter[str] = Counter()
     label = f"{chunk.index}"
 
     def run(photos: list[StoredPhoto]) -> None:
-        tally = _DepartmentTally(departments)  # one per pass: each pass has a report of its own
+        tally = _DepartmentTally(departments, versions)  # one per pass: each pass has a report of its own
         report.absorb(classify_stored(sorter, store, bucket, photos, seconds_left=seconds_left, on_result=tally))
 
     crashed = _fail_poison_photos(
-        sorter, store, bucket, jobs, photos=chunk.classify, report=report, tally=_DepartmentTally(departments)
+        sorter, store, bucket, jobs, photos=chunk.classify, report=report, tally=_DepartmentTally(departments, versions)
     )
     remaining = [p for p in chunk.classify if p.result_id not in crashed]
     run(chunk.archive)
@@ -119,6 +121,7 @@ def classify_chunk(
         deferred=report.deferred,
         left=max(0, len(chunk.photos) - done),
         departments=dict(departments),
+        model_versions=dict(versions),
         errors=report.errors[:REPORTED_ERRORS],
         seconds=round(time.monotonic() - started, 3),
     )
@@ -167,8 +170,9 @@ class _DepartmentTally:
     report's ``already_done``; those were counted by the run that stored them, so they are skipped here.
     """
 
-    def __init__(self, departments: Counter[str]) -> None:
+    def __init__(self, departments: Counter[str], versions: Counter[str] | None = None) -> None:
         self.departments = departments
+        self.versions: Counter[str] = versions if versions is not None else Counter()
         self.already_done = 0  # the pass's report's already_done, as last seen
 
     def __call__(self, report: BatchReport, result: Result | None) -> None:
@@ -176,3 +180,4 @@ class _DepartmentTally:
         self.already_done = report.already_done
         if new and result is not None and result.status is not Status.FAILED and result.prediction:
             self.departments[result.prediction] += 1
+            self.versions[result.model_version] += 1

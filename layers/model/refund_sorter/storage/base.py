@@ -7,7 +7,7 @@ tests use an in-memory fake of the same class (``tests/fakes.py``).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from refund_sorter.errors import ErrorCode, NotFoundError, ReviewError
 from refund_sorter.results import Status
@@ -18,6 +18,10 @@ if TYPE_CHECKING:
 
     from refund_sorter.results import Result
 
+
+# The review queue's orders (GET /predictions?status=needs_review&order=...).
+QueueOrder = Literal["informative", "oldest"]
+QUEUE_ORDERS: tuple[QueueOrder, ...] = ("informative", "oldest")
 
 # What a person's decision (or undo) changes on a Result; everything else is the model's and the jobs'.
 REVIEW_FIELDS = frozenset({"status", "department", "review", "review_history", "revision"})
@@ -70,10 +74,20 @@ class ResultStore(ABC):
 
     @abstractmethod
     def page_queue(
-        self, *, limit: int, token: str | None = None, day: str | None = None, department: str | None = None
+        self,
+        *,
+        limit: int,
+        token: str | None = None,
+        day: str | None = None,
+        department: str | None = None,
+        order: QueueOrder = "oldest",
     ) -> tuple[list[Result], str | None]:
-        """One page of the ``needs_review`` queue, oldest first across days (or of one ``day``; or of one
-        predicted ``department``), and the token for the next page (``None`` at the end)."""
+        """One page of the ``needs_review`` queue (or of one ``day``; or of one predicted ``department``), and
+        the token for the next page (``None`` at the end).
+
+        ``order``: ``oldest`` first across days, or ``informative``: lowest ``priority`` first (the photos whose
+        answer teaches the head most), then the Results stored before they had a priority, oldest first. Either
+        way an item's place is fixed, so paging on while people decide neither skips nor repeats a photo."""
 
     @abstractmethod
     def count_queue(self, *, day: str | None = None, department: str | None = None) -> int:

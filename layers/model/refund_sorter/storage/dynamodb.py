@@ -3,7 +3,9 @@
 The table is keyed by ``id``; a ``by-day`` global secondary index (``day``, ``timestamp``) serves the daily
 listing and the CSV export. The ``review-queue`` index (``queue``, ``timestamp``) is sparse: an item carries
 ``queue`` only while it is ``needs_review``, so the index holds exactly the queue, oldest first across days, and a
-decision (which rewrites the item without it) takes the item out. Only this module knows the item layout.
+decision (which rewrites the item without it) takes the item out. The ``review-informative`` index (``queue``,
+``priority``) holds the same queue in the order a decision would teach the head most. Only this module knows the
+item layout.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from refund_sorter.errors import InvalidRequestError, NotFoundError, StorageError
 from refund_sorter.results import Result, Status
-from refund_sorter.storage.base import REVIEW_FIELDS, ResultStore
+from refund_sorter.storage.base import REVIEW_FIELDS, QueueOrder, ResultStore
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -28,6 +30,10 @@ if TYPE_CHECKING:
 
 BY_DAY_INDEX = "by-day"
 REVIEW_QUEUE_INDEX = "review-queue"
+# The queue by priority (lower = ask sooner); only Results that have one are in it.
+INFORMATIVE_INDEX = "review-informative"
+# The two parts of the informative listing, as its page token names them.
+RANKED, UNRANKED = "ranked", "unranked"
 # The one value of the queue index's partition key. One partition holds the whole queue: a night adds a few
 # thousand items at most, far below a partition's 1,000 writes/s, and it keeps "oldest first" a single query.
 WAITING = "needs_review"
@@ -154,16 +160,61 @@ class DynamoResultStore(ResultStore):
         return True
 
     def page_queue(
-        self, *, limit: int, token: str | None = None, day: str | None = None, department: str | None = None
+        self,
+        *,
+        limit: int,
+        token: str | None = None,
+        day: str | None = None,
+        department: str | None = None,
+        order: QueueOrder = "oldest",
     ) -> tuple[list[Result], str | None]:
-        query = self._queue_query(day, department)
-        if token:
-            query["ExclusiveStartKey"] = _decode_queue_token(token)
+        if order == "oldest":
+            start = _decode_queue_token(token) if token else None
+            items, last = self._read_queue(self._queue_query(day, department), limit, start, filtered=bool(department))
+            return [self._from_item(item) for item in items], (_encode_token(last) if last else None)
+        return self._page_informative(limit=limit, token=token, day=day, department=department)
+
+    def _page_informative(
+        self, *, limit: int, token: str | None, day: str | None, department: str | None
+    ) -> tuple[list[Result], str | None]:
+        """The ranked Results (the informative index, lowest priority first), then the ones stored before
+        Results had a priority (the oldest-first index, only those without one), as one listing.
+
+        Each part is read from an index where an item's place never changes (its priority, its timestamp), and
+        the token says which part and where in it: a decision only removes items, so a page can skip or repeat
+        none. (When the ranked part ends exactly at a page's end, the next page may be empty, with no token.)
+        """
+        part, start = _decode_informative_token(token) if token else (RANKED, None)
         items: list[dict[str, Any]] = []
-        # A department filter is applied after DynamoDB reads a page, so a page can come back short: read on
-        # until the page is full or the queue ends. Cut short, the token is the key of the last item returned.
+        if part == RANKED:
+            query = self._queue_query(None, department, index=INFORMATIVE_INDEX)
+            if day:
+                _add_filter(query, *_day_filter(day))
+            items, last = self._read_queue(query, limit, start, filtered=bool(day or department))
+            if last or len(items) == limit:
+                return [self._from_item(i) for i in items], _encode_token({RANKED: last} if last else {UNRANKED: None})
+            part, start = UNRANKED, None
+        # Results stored before priorities existed: read through the queue for those without one. This part
+        # reads (and pays for) the whole queue once; it is reached only at the queue's end.
+        query = self._queue_query(day, department)
+        _add_filter(query, "attribute_not_exists(#priority)", {"#priority": "priority"}, {})
+        more, last = self._read_queue(query, limit - len(items), start, filtered=True)
+        items += more
+        return [self._from_item(i) for i in items], (_encode_token({UNRANKED: last}) if last else None)
+
+    def _read_queue(
+        self, query: dict[str, Any], limit: int, start: dict[str, Any] | None, *, filtered: bool
+    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """Up to ``limit`` items of an index query from ``start``, and the key to go on from (``None``: no more).
+
+        A filter is applied after DynamoDB reads a page, so a page can come back short: read on until the page is
+        full or the index ends. Cut short, the key is the last item returned's.
+        """
+        if start:
+            query["ExclusiveStartKey"] = start
+        items: list[dict[str, Any]] = []
         while True:
-            query["Limit"] = max(limit, 100) if department else limit - len(items)
+            query["Limit"] = max(limit, 100) if filtered else limit - len(items)
             try:
                 reply = self.client.query(**query)
             except self.client.exceptions.ClientError as exc:
@@ -175,8 +226,9 @@ class DynamoResultStore(ResultStore):
             query["ExclusiveStartKey"] = last
         if len(items) > limit:
             items = items[:limit]
-            last = {key: items[-1][key] for key in ("id", "queue", "timestamp")}
-        return [self._from_item(item) for item in items], (_encode_token(last) if last else None)
+            index_keys = ("priority",) if query["IndexName"] == INFORMATIVE_INDEX else ("timestamp",)
+            last = {key: items[-1][key] for key in ("id", "queue", *index_keys)}
+        return items, last
 
     def count_queue(self, *, day: str | None = None, department: str | None = None) -> int:
         query = self._queue_query(day, department) | {"Select": "COUNT"}
@@ -197,10 +249,12 @@ class DynamoResultStore(ResultStore):
         except self.client.exceptions.ClientError as exc:
             raise StorageError(f"could not count {what}: {exc}") from exc
 
-    def _queue_query(self, day: str | None, department: str | None) -> dict[str, Any]:
+    def _queue_query(
+        self, day: str | None, department: str | None, *, index: str = REVIEW_QUEUE_INDEX
+    ) -> dict[str, Any]:
         query: dict[str, Any] = {
             "TableName": self.table,
-            "IndexName": REVIEW_QUEUE_INDEX,
+            "IndexName": index,
             "KeyConditionExpression": "#queue = :queue",
             "ExpressionAttributeNames": {"#queue": "queue"},
             "ExpressionAttributeValues": {":queue": {"S": WAITING}},
@@ -210,8 +264,7 @@ class DynamoResultStore(ResultStore):
             query["ExpressionAttributeNames"]["#timestamp"] = "timestamp"
             query["ExpressionAttributeValues"][":day"] = {"S": day}
         if department:
-            query["FilterExpression"] = "prediction = :department"
-            query["ExpressionAttributeValues"][":department"] = {"S": department}
+            _add_filter(query, "prediction = :department", {}, {":department": {"S": department}})
         return query
 
     def _by_day_query(self, day: str) -> dict[str, Any]:
@@ -268,6 +321,19 @@ def batch_get(client: DynamoDBClient, table: str, ids: list[str], key: str = "id
             raise StorageError(f"DynamoDB left keys of {table} unprocessed after {_UNPROCESSED_TRIES} tries")
 
 
+def _add_filter(query: dict[str, Any], condition: str, names: dict[str, str], values: dict[str, Any]) -> None:
+    """AND one more condition into a query's FilterExpression."""
+    existing = query.get("FilterExpression")
+    query["FilterExpression"] = f"({existing}) AND ({condition})" if existing else condition
+    query["ExpressionAttributeNames"].update(names)
+    query["ExpressionAttributeValues"].update(values)
+
+
+def _day_filter(day: str) -> tuple[str, dict[str, str], dict[str, Any]]:
+    # timestamps are ISO 8601 UTC text: a day's are the ones that start with it
+    return "begins_with(#timestamp, :day)", {"#timestamp": "timestamp"}, {":day": {"S": day}}
+
+
 def _decimal_to_number(value: object) -> float | int:
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
@@ -286,6 +352,32 @@ def _decode_token(token: str, day: str) -> dict[str, Any]:
 def _decode_queue_token(token: str) -> dict[str, Any]:
     """A queue page token back into DynamoDB's start key."""
     return _start_key(token, {"id": None, "queue": WAITING, "timestamp": None}, "queue")
+
+
+def _decode_informative_token(token: str) -> tuple[str, dict[str, Any] | None]:
+    """An informative queue page token back into its part (ranked or not) and DynamoDB's start key there."""
+    refused = InvalidRequestError("next_token is not a token this queue (order=informative) gave out")
+    try:
+        ((part, key),) = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))).items()
+    except (ValueError, TypeError, AttributeError):
+        raise refused from None
+    if part == UNRANKED and key is None:
+        return part, None
+    if part not in (RANKED, UNRANKED):
+        raise refused
+    sort_key, kind = ("priority", "N") if part == RANKED else ("timestamp", "S")
+    # The inner key is checked exactly as the oldest-first queue's token is, with the part's sort key.
+    try:
+        inner = _encode_token({name: value for name, value in key.items() if name != sort_key})
+        checked = _start_key(inner, {"id": None, "queue": WAITING}, "queue")
+        value = key[sort_key][kind]
+        if set(key[sort_key]) != {kind} or not isinstance(value, str):
+            raise refused
+        if kind == "N" and not Decimal(value).is_finite():
+            raise refused
+    except (InvalidRequestError, AttributeError, KeyError, TypeError, ArithmeticError):
+        raise refused from None
+    return part, checked | {sort_key: {kind: value}}
 
 
 def _start_key(token: str, expected: dict[str, str | None], listing: str) -> dict[str, Any]:

@@ -28,12 +28,20 @@ from refund_sorter.heads.active import FixedHead, HeadSource
 from refund_sorter.heads.embeddings import compact
 from refund_sorter.heads.model import Head, model_version
 from refund_sorter.photos import Photo  # noqa: TC001 - a dataclass field type
-from refund_sorter.results import NOT_A_PRODUCT, DepartmentScore, LabelScore, Result, Status, decide
+from refund_sorter.results import (
+    NOT_A_PRODUCT,
+    DepartmentScore,
+    LabelScore,
+    Result,
+    ReviewReason,
+    Status,
+    decide,
+)
 from refund_sorter.vision.classifier import Classifier
 from refund_sorter.vision.taxonomy import Department, Taxonomy
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Iterable, Iterator, Mapping, Sequence
 
     from refund_sorter.vision.images import DecodedPhoto
 
@@ -190,6 +198,7 @@ class Sorter:
             threshold = head.threshold
             gate = taxonomy_probs[:, self.taxonomy.department_ids.index(NOT_A_PRODUCT)] >= head.gate
         version = model_version(self.classifier.info.version, head)
+        taught = taught_counts(head)
         labels = self.taxonomy.labels
         top_k = self.settings.top_k
         results = []
@@ -202,6 +211,7 @@ class Sorter:
             # classes (animals, scenes, food, space) still send such a photo to a person.
             gated = gate is not None and bool(gate[row])
             status, reason = decide(NOT_A_PRODUCT if gated else department, confidence, threshold)
+            top = [(departments[i], _probability(dept_probs[i])) for i in best_departments]
             result = Result(
                 id=photo.id,
                 source=photo.source,
@@ -213,14 +223,34 @@ class Sorter:
                 label=labels[best[0]],
                 label_confidence=_probability(probs[best[0]]),
                 top_k=[LabelScore(label=labels[i], confidence=_probability(probs[i])) for i in best],
-                top_departments=[
-                    DepartmentScore(department=departments[i], confidence=_probability(dept_probs[i]))
-                    for i in best_departments
-                ],
+                top_departments=[DepartmentScore(department=d, confidence=p) for d, p in top],
                 model_version=version,
+                **(asked(top, reason, taught) if status is Status.NEEDS_REVIEW else {}),
             )
             results.append((result, embeddings[row] if embeddings is not None else None))
         return results
+
+
+def taught_counts(head: Head | None) -> dict[str, int] | None:
+    """The labelled photos per department ``head`` was fitted on (its version.json), for a class-balanced order."""
+    if head is None:
+        return None
+    counts = head.card.get("training", {}).get("photos_per_department")
+    return {str(d): int(n) for d, n in counts.items()} if isinstance(counts, dict) else None
+
+
+def asked(
+    top: Sequence[tuple[str, float]], reason: ReviewReason | None, taught: Mapping[str, int] | None
+) -> dict[str, float | str]:
+    """A waiting Result's place in the informative queue and the sentence that says why it is asked."""
+    from refund_sorter.heads.informative import review_priority, why_asked
+
+    because = NO_PRODUCT_SENTENCE if reason is ReviewReason.NOT_A_PRODUCT else why_asked(top, taught=taught)
+    return {"priority": round(float(review_priority(top, taught=taught)), 6), "asked_because": because}
+
+
+# The head may be sure of a department while ImageNet sees an animal or a scene: the margin would not say so.
+NO_PRODUCT_SENTENCE = "it may show no product at all (an animal, a scene, food)"
 
 
 def _probability(value: np.floating | float) -> float:

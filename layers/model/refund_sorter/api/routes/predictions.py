@@ -20,6 +20,7 @@ from refund_sorter.api.schemas import DayParam, PredictionPage, PredictionReques
 from refund_sorter.api.service import get_service
 from refund_sorter.errors import ErrorCode
 from refund_sorter.results import Result  # noqa: TC001
+from refund_sorter.storage.base import QueueOrder  # noqa: TC001
 
 router = Router()
 logger = Logger(child=True)
@@ -92,9 +93,13 @@ def get_prediction(id: IdParam) -> Result:
 
 @router.get(
     "/predictions",
-    summary="A day's predictions, or the review queue (status=needs_review), oldest first, paged",
-    description="With `status=needs_review`: the Results waiting for a person, oldest first across nights "
-    "(`date` and `department` narrow it), and on the first page `counts` of what is left.",
+    summary="A day's predictions, or the review queue (status=needs_review), paged",
+    description="With `status=needs_review`: the Results waiting for a person (`date` and `department` narrow "
+    "it), and on the first page `counts` of what is left. `order=informative` lists first the photos whose "
+    "answer would teach the active head most (lowest `priority`; each says why in `asked_because`), then the "
+    "Results stored before the queue had an order, oldest first; `order=oldest` lists oldest first across "
+    "nights. The default is `informative` while a head is active, `oldest` otherwise. Paging with `next_token` "
+    "neither skips nor repeats a photo while people decide; a token only continues the order it came from.",
     operation_id="listPredictions",
     responses={200: {"description": "One page of Results"}, **refusals(ErrorCode.STORAGE_ERROR)},
 )
@@ -108,10 +113,14 @@ def list_predictions(  # Powertools passes query parameters by name
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     next_token: Annotated[str | None, Query(max_length=2048)] = None,
     counts: Annotated[bool, Query(description="The queue's first page: say how much is left (costs 3 queries)")] = True,
+    order: Annotated[
+        QueueOrder | None,
+        Query(description="The review queue's order: informative (default while a head is active) or oldest"),
+    ] = None,
 ) -> PredictionPage:
     if status is None and date is None:  # a missing parameter, answered like every other one (422)
         missing = "Field required: date, or status=needs_review for the review queue"
         raise RequestValidationError([{"loc": ("query", "date"), "msg": missing, "type": "missing"}])
     return get_service().list_predictions(
-        date=date, status=status, department=department, limit=limit, next_token=next_token, counts=counts
+        date=date, status=status, department=department, limit=limit, next_token=next_token, counts=counts, order=order
     )

@@ -18,7 +18,9 @@ const RETRY_MS = [500, 1000, 2000, 5000, 10000];
 
 const $ = (id) => document.getElementById(id);
 const session = new Session(JSON.parse($("sign-in-config").textContent || "{}"));
-const filters = new URLSearchParams(window.location.search); // optional: ?date=YYYY-MM-DD&department=shoes
+// optional: ?date=YYYY-MM-DD&department=shoes&order=oldest (the API's default order: informative with a head)
+const filters = new URLSearchParams(window.location.search);
+const ORDER_NAMES = { informative: "most useful to the sorter first", oldest: "oldest first" };
 
 const state = {
   queue: [], // Results waiting for a person, oldest first; queue[0] is on screen
@@ -350,7 +352,7 @@ async function override(id, department) {
 
 function queueQuery(token, { limit = PAGE_SIZE, counts = false } = {}) {
   const query = new URLSearchParams({ status: "needs_review", limit: String(limit), counts: String(counts) });
-  for (const name of ["date", "department"]) if (filters.get(name)) query.set(name, filters.get(name));
+  for (const name of ["date", "department", "order"]) if (filters.get(name)) query.set(name, filters.get(name));
   if (token) query.set("next_token", token);
   return `predictions?${query}`;
 }
@@ -368,6 +370,10 @@ function refill(force = false) {
     }
     state.nextToken = page.next_token;
     state.more = Boolean(page.next_token);
+    if (page.order) {
+      $("queue-order").dataset.order = page.order;
+      $("queue-order").textContent = ORDER_NAMES[page.order] || page.order;
+    }
   })().finally(() => {
     state.refilling = null;
   });
@@ -533,6 +539,8 @@ function renderItem(item) {
     item.review_reason === "not_a_product"
       ? "Looks like no product"
       : `Unsure: ${percent(item.confidence)} ${nameOf(item.prediction)}`;
+  // Why this photo is asked now (the API's sentence, e.g. "torn between shirt (0.41) and t-shirt (0.38)").
+  $("why").textContent = item.asked_because ? `Asked because ${item.asked_because}` : "";
   $("when").textContent = new Date(item.timestamp).toLocaleString();
 }
 
