@@ -36,12 +36,17 @@ def _sorted_share_and_precision(head: object, features: np.ndarray, labels: np.n
     return float(auto.mean()), float(right[auto].mean()) if auto.any() else 1.0
 
 
+def _mixed(plain_photos: int, decisions: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(features, labels, ordinary): a plain sample of the photos first, then review decisions."""
+    plain, plain_labels = _photos(plain_photos, rng)
+    decided, decided_labels = _decisions(decisions, rng)
+    ordinary = np.arange(plain_photos + decisions) < plain_photos
+    return np.concatenate([plain, decided]), np.concatenate([plain_labels, decided_labels]), ordinary
+
+
 def test_review_decisions_teach_the_weights_but_do_not_make_the_threshold_over_strict() -> None:
     rng = np.random.default_rng(7)
-    plain, plain_labels = _photos(300, rng)
-    decided, decided_labels = _decisions(300, rng)
-    features, labels = np.concatenate([plain, decided]), np.concatenate([plain_labels, decided_labels])
-    ordinary = np.arange(len(labels)) < len(plain)
+    features, labels, ordinary = _mixed(300, 300, rng)
     fresh, fresh_labels = _photos(4000, rng)
 
     control = fit(_labelled(features, labels, None), backbone="bb", target_precision=TARGET, gate=0.5)
@@ -58,11 +63,7 @@ def test_review_decisions_teach_the_weights_but_do_not_make_the_threshold_over_s
 
 
 def test_too_few_ordinary_photos_certify_nothing_with_the_bound() -> None:
-    rng = np.random.default_rng(3)
-    plain, plain_labels = _photos(30, rng)
-    decided, decided_labels = _decisions(200, rng)
-    features, labels = np.concatenate([plain, decided]), np.concatenate([plain_labels, decided_labels])
-    ordinary = np.arange(len(labels)) < len(plain)
+    features, labels, ordinary = _mixed(30, 200, np.random.default_rng(3))
 
     head = fit(
         _labelled(features, labels, ordinary), backbone="bb", target_precision=TARGET, gate=0.5, bound_z=1.0, minimum=5
