@@ -77,6 +77,8 @@ def test_train_on_the_stack_from_labelled_photos_and_reviews(
     assert {r.id for r in reviewed} <= set(
         load_embeddings(aws.s3, aws.settings.bucket, ["embeddings/results/"], sorter.classifier.info.version)
     )
+    # AND its threshold was set on the 40 labelled photos alone, not the reviews (Settings.threshold_from_labelled_only)
+    assert versions[0]["training"]["holdout_photos"] == 40
     # AND nothing is active until a person says so
     assert registry_of(aws).pointer().version is None
 

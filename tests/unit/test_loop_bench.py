@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from pathlib import Path
@@ -126,6 +127,9 @@ def test_the_reports_keep_the_contracts_shape(
         "full_data": full, "what_if_every_challenger_activated": {"seeds": 2, "runs": runs},
         "choice": {"measured_on": "synthetic", "seeds": 2, "curves": curves, "runs": runs},
         "curves": curves, "runs": runs, "runs_total": 12, "seconds": 1, "load_average_1_5_15_min": [0, 0, 0], "cpus": 2,
+        "control": {"rule": bench_loop.THRESHOLD_RULES["control"], "runs": runs},
+        "threshold_rule": {"shipped": bench_loop.SHIPPED_RULE, **bench_loop.THRESHOLD_RULES[bench_loop.SHIPPED_RULE]},
+        "threshold_choice": {"measured_on": "synthetic", "rules": {}, "runs": {"control": runs["informative"]}},
     }  # fmt: skip
     for name in ("RESULTS_JSON", "RESULTS_MD", "CHART"):
         monkeypatch.setattr(bench_loop, name, tmp_path / getattr(bench_loop, name).name)
@@ -145,3 +149,24 @@ def test_the_reports_keep_the_contracts_shape(
     markdown = (tmp_path / "loop.md").read_text(encoding="utf-8")
     assert "**Aim 1**" in markdown and "**Aim 2**" in markdown and "](loop.svg)" in markdown
     assert "## What the promotion rule costs" in markdown and "## Reading the numbers" in markdown
+    # AND the threshold rule's control comparison (validation/) and its choice (train/) are there
+    assert "## The threshold rule: control against shipped (validation/)" in markdown
+    assert "## Choosing the threshold rule (on `train/` only)" in markdown
+
+
+def test_spot_checks_are_asked_first_and_not_counted_as_sorted(photos: tuple[Photos, Photos]) -> None:
+    arriving, measuring = photos
+    checked = dataclasses.replace(LOOP, threshold_rule="ordinary", spot_check_share=0.25)
+    # WHEN a quarter of each night's photos are spot checks and the labelled photos and spot checks set the threshold
+    rows = simulate(checked, arriving, measuring, oldest, seed=0)
+    plain = simulate(dataclasses.replace(LOOP, threshold_rule="ordinary"), arriving, measuring, oldest, seed=0)
+    # THEN the spot checks come out of the same budget, first (their key is before any order's)
+    assert all(0 < r["spot_checks"] <= r["asked"] <= LOOP.budget for r in rows)
+    assert all(r["last_asked_key"] is not None for r in rows) and rows[0]["spot_checks"] <= rows[0]["asked"]
+    assert all(r["spot_checks"] == 0 for r in plain)
+    # AND what is spot-checked is not counted as sorted without a person: a head sorts 3/4 of its share
+    head = bench_loop.fit_head(checked, arriving, seed=0)
+    everything = bench_loop.measure(head, measuring, 0.98)["auto_share"]
+    assert everything and bench_loop.measure(head, measuring, 0.98, 0.25)["auto_share"] == pytest.approx(
+        0.75 * everything, abs=1e-4
+    )

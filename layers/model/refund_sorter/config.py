@@ -98,6 +98,12 @@ class Settings(BaseSettings):
         0.98, gt=0, le=1, description="Training picks the auto-sort threshold so auto-sorted photos reach this"
     )
     min_photos_per_department: int = Field(10, ge=2, description="Training refuses departments with fewer photos")
+    # On: the threshold is set on the labelled/ photos alone (a plain sample of the shop's photos); the review
+    # decisions, the photos a head was unsure of, still teach the weights but would make it far stricter than the
+    # target (bench/loop.md, "The threshold rule"). Off: a hold-out of every label, reviews included.
+    threshold_from_labelled_only: bool = Field(
+        True, description="Training sets the auto-sort threshold on labelled/ photos only, not on review decisions"
+    )
     not_a_product_gate: float = Field(
         0.5, gt=0, le=1, description="With a head: at or above this ImageNet not-a-product probability, review"
     )

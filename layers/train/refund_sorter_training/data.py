@@ -40,6 +40,8 @@ class StackData:
     reviewed_without_features: int = 0
     # reviews naming a department without labelled photos: department → count
     reviews_left_out: dict[str, int] = field(default_factory=dict)
+    # Settings.threshold_from_labelled_only: the labelled photos alone set the threshold (fit's ``ordinary``)
+    threshold_from_labelled_only: bool = False
 
     def hold_out(self, held: set[str]) -> tuple[StackData, Labelled]:
         """This data without the decisions whose ids are in ``held``, and those decisions on their own."""
@@ -52,15 +54,24 @@ class StackData:
             self.labelled_without_features,
             self.reviewed_without_features,
             self.reviews_left_out,
+            self.threshold_from_labelled_only,
         )
         return training, self.reviewed.rows(out)
 
     def combined(self) -> Labelled:
         parts = [part for part in (self.labelled, self.reviewed) if part.departments]
+        labelled, reviewed = len(self.labelled.departments), len(self.reviewed.departments)
         return Labelled(
             np.concatenate([part.embeddings for part in parts]) if parts else np.zeros((0, 0), np.float16),
             self.labelled.departments + self.reviewed.departments,
             self.labelled.sources + self.reviewed.sources,
+            # The labelled photos are a plain sample of the shop's photos; reviews are the ones a head was unsure
+            # of. Without labelled photos there is no plain sample: the hold-out of every label sets it.
+            ordinary=(
+                np.concatenate([np.ones(labelled, bool), np.zeros(reviewed, bool)])
+                if self.threshold_from_labelled_only and labelled
+                else None
+            ),
         )
 
 
@@ -82,7 +93,13 @@ def stack_data(bucket: PhotoBucket, store: DynamoResultStore, backbone: str) -> 
     if len(usable) < len(photos):
         logger.warning("%d labelled photos have no recorded features", len(photos) - len(usable))
     reviewed, without = reviewed_from_store(store, bucket, backbone)
-    data = StackData(labelled, reviewed, len(photos) - len(usable), without)
+    data = StackData(
+        labelled,
+        reviewed,
+        len(photos) - len(usable),
+        without,
+        threshold_from_labelled_only=bucket.settings.threshold_from_labelled_only,
+    )
     if labelled.departments:
         data.reviewed, data.reviews_left_out = only_departments(reviewed, set(labelled.departments))
     return data

@@ -51,6 +51,10 @@ class Labelled:
     not_a_product: np.ndarray | None = None
     # Per row, the id of the decision (reviewed Result) it comes from, where it is one: picks the held-out ones.
     ids: list[str] = field(default_factory=list)
+    # Which photos are a plain sample of the shop's photos (labelled/ photos, spot checks), as opposed to review
+    # decisions, which are the photos a head was unsure of. Given, the threshold is chosen on these alone
+    # (:func:`fit`); None: the control rule, a hold-out of every photo.
+    ordinary: np.ndarray | None = None
 
     def rows(self, keep: Sequence[int]) -> Labelled:
         """Only the rows ``keep`` (in that order)."""
@@ -62,6 +66,7 @@ class Labelled:
             [self.sources[i] for i in rows] if self.sources else [],
             self.not_a_product[rows] if self.not_a_product is not None else None,
             [self.ids[i] for i in rows] if self.ids else [],
+            self.ordinary[rows] if self.ordinary is not None else None,
         )
 
 
@@ -88,13 +93,24 @@ def fit(
     seed: int = 0,
     sources: dict[str, Any] | None = None,
     now: datetime | None = None,
+    bound_z: float = 0.0,
 ) -> Head:
-    """Train, measure on a stratified hold-out split, and return the model version (head + its card).
+    """Train, measure on held-out photos, and return the model version (head + its card).
 
-    C is chosen by cross-validation on the training split; a head fit there is measured on the hold-out, which
-    also sets the auto-sort threshold. The head that ships is then refit with that C on every photo (the
-    hold-out too: with 10 photos a department, 2 more is 25 % more to learn from); measured on clothing-small
-    that is +2.6 points of top-1 at the same auto-sort precision (bench/accuracy.md).
+    Without ``data.ordinary`` (the control rule): C is chosen by cross-validation on a stratified training
+    split; a head fit there is measured on the hold-out, which also sets the auto-sort threshold.
+
+    With ``data.ordinary`` (:func:`ordinary_probabilities`): C is chosen by cross-validation on every photo, and
+    the threshold is set on the ordinary photos alone, each predicted by a head fit on all the other photos
+    (k-fold over the ordinary ones). Review decisions still teach the weights, but they never set the threshold:
+    they are the photos a head was unsure of, and 98 % precision on them is far stricter than 98 % on the
+    everyday photos (bench/loop.md). ``bound_z`` > 0 asks the threshold's precision to hold for the Wilson
+    lower bound at that many standard errors (:func:`choose_threshold`), so a few ordinary photos cannot
+    certify the target.
+
+    Either way the head that ships is refit with that C on every photo (the hold-out too: with 10 photos a
+    department, 2 more is 25 % more to learn from); measured on clothing-small that is +2.6 points of top-1 at
+    the same auto-sort precision (bench/accuracy.md).
     """
     from sklearn.model_selection import train_test_split
 
@@ -103,20 +119,32 @@ def fit(
     labels = np.array([departments.index(d) for d in data.departments])
     features = np.asarray(data.embeddings, dtype=np.float32)
     rows = np.arange(len(labels))
-    train_rows, holdout_rows = train_test_split(
-        rows, test_size=max(holdout, len(departments) / len(rows)), stratify=labels, random_state=seed
-    )
     started = time.perf_counter()
-    weights, bias, c_value = fit_weights(features[train_rows], labels[train_rows], seed=seed)
-    draft = Head("hold-out", departments, weights, bias, backbone, threshold=1.0, gate=gate)
-    probabilities = draft.probabilities(features[holdout_rows])
+    if data.ordinary is None:
+        train_rows, holdout_rows = train_test_split(
+            rows, test_size=max(holdout, len(departments) / len(rows)), stratify=labels, random_state=seed
+        )
+        weights, bias, c_value = fit_weights(features[train_rows], labels[train_rows], seed=seed)
+        draft = Head("hold-out", departments, weights, bias, backbone, threshold=1.0, gate=gate)
+        probabilities = draft.probabilities(features[holdout_rows])
+        measured = "a head fit on the training split, on the hold-out"
+    else:
+        _, _, c_value = fit_weights(features, labels, seed=seed)
+        holdout_rows = np.flatnonzero(np.asarray(data.ordinary, dtype=bool))
+        train_rows = rows
+        probabilities = ordinary_probabilities(features, labels, holdout_rows, departments, c=c_value, seed=seed)
+        measured = (
+            "the ordinary photos (labelled/, spot checks) only, each by a head fit on all the other photos "
+            f"({min(CV_FOLDS, max(len(holdout_rows), 1))}-fold); review decisions teach the weights, never the "
+            "threshold"
+        )
     weights, bias, _ = fit_weights(features, labels, c=c_value, seed=seed)
     seconds = time.perf_counter() - started
 
     created = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     digest = hashlib.sha256(weights.tobytes() + bias.tobytes() + "\n".join(departments).encode()).hexdigest()
     version = f"{created:%Y%m%dT%H%M%SZ}-{digest[:8]}"
-    threshold = choose_threshold(probabilities, labels[holdout_rows], target_precision)
+    threshold = choose_threshold(probabilities, labels[holdout_rows], target_precision, bound_z=bound_z)
     metrics = measure(probabilities, labels[holdout_rows], departments, threshold)
     if data.not_a_product is not None:
         known = data.not_a_product[holdout_rows]
@@ -132,8 +160,8 @@ def fit(
             "train_photos": len(train_rows),
             "holdout_photos": len(holdout_rows),
             "model": "multinomial logistic regression (scikit-learn), standardised features, balanced classes",
-            "measured": "a head fit on the training split, on the hold-out; the shipped head is refit on all "
-            "photos with the same C",
+            "measured": f"{measured}; the shipped head is refit on all photos with the same C",
+            "threshold_bound_z": bound_z,
             "C": c_value,
             "C_grid": list(C_GRID),
             "cv_folds": _folds(labels[train_rows]),
@@ -144,6 +172,35 @@ def fit(
         "metrics": metrics,
     }
     return Head(version, departments, weights, bias, backbone, threshold=threshold, gate=gate, card=card)
+
+
+def ordinary_probabilities(
+    features: np.ndarray,
+    labels: np.ndarray,
+    ordinary: np.ndarray,
+    departments: tuple[str, ...],
+    *,
+    c: float,
+    seed: int,
+) -> np.ndarray:
+    """Each ordinary photo's probabilities from a head fit with ``c`` on every other photo (k folds of the
+    ordinary photos; the review decisions are always in the fit). An empty ``ordinary`` gives no rows."""
+    # A fold that cannot be fit (a department's every photo in it) leaves its photos at a uniform guess, which
+    # no threshold a target precision allows would sort.
+    probabilities = np.full((len(ordinary), len(departments)), 1 / len(departments), dtype=np.float32)
+    folds = min(CV_FOLDS, len(ordinary))
+    if folds == 0:
+        return probabilities
+    fold_of = np.random.default_rng(seed).permutation(len(ordinary)) % folds
+    for fold in range(folds):
+        out = ordinary[fold_of == fold]
+        keep = np.setdiff1d(np.arange(len(labels)), out)
+        if len(np.unique(labels[keep])) < len(departments):
+            continue
+        weights, bias, _ = fit_weights(features[keep], labels[keep], c=c, seed=seed)
+        draft = Head("out-of-fold", departments, weights, bias, "", threshold=1.0, gate=1.0)
+        probabilities[fold_of == fold] = draft.probabilities(features[out])
+    return probabilities
 
 
 def _folds(labels: np.ndarray) -> int:
@@ -196,15 +253,21 @@ def fit_weights(
     return coef.astype(np.float32), intercept.astype(np.float32), chosen
 
 
-def choose_threshold(probabilities: np.ndarray, labels: np.ndarray, target_precision: float) -> float:
+def choose_threshold(
+    probabilities: np.ndarray, labels: np.ndarray, target_precision: float, *, bound_z: float = 0.0
+) -> float:
     """The lowest confidence at which the photos auto-sorted (confidence ≥ it) are right often enough.
 
-    Returns 1.0 (+ a tiny margin, so nothing is auto-sorted) when no threshold reaches ``target_precision``.
+    ``bound_z`` = 0: their measured precision reaches ``target_precision``. Above 0: the Wilson score lower
+    bound of it at ``bound_z`` standard errors does, which needs at least ``bound_z² · p/(1-p)`` photos above the
+    threshold even with none wrong (49 for 98 % at z = 1): a handful of photos cannot certify the target.
+    Returns 1.0 (+ a tiny margin, so nothing is auto-sorted) when no threshold reaches it.
     """
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == labels
     order = np.argsort(-confidence, kind="stable")
-    precision = np.cumsum(correct[order]) / np.arange(1, len(order) + 1)
+    covered = np.arange(1, len(order) + 1)
+    precision = wilson_lower_bound(np.cumsum(correct[order]), covered, bound_z)
     candidates = confidence[order]
     # Only cut between distinct confidences: photos with equal confidence are sorted alike.
     last_of_value = np.append(candidates[1:] != candidates[:-1], True)
@@ -212,6 +275,17 @@ def choose_threshold(probabilities: np.ndarray, labels: np.ndarray, target_preci
     if good.size == 0:
         return 1.000001
     return round(float(candidates[good[-1]]), 6)
+
+
+def wilson_lower_bound(right: np.ndarray, n: np.ndarray, z: float) -> np.ndarray:
+    """The Wilson score interval's lower end for ``right`` of ``n`` (z = 0: the plain share)."""
+    share = right / n
+    if z == 0.0:
+        return share
+    z2 = z * z
+    centre = share + z2 / (2 * n)
+    spread = z * np.sqrt(share * (1 - share) / n + z2 / (4 * n * n))
+    return (centre - spread) / (1 + z2 / n)
 
 
 def measure(
