@@ -99,3 +99,24 @@ def test_the_stack_marks_the_labelled_photos_as_the_plain_sample() -> None:
     # no labelled photos, no plain sample: the control rule (a hold-out of every label) sets the threshold
     nothing = Labelled(np.zeros((0, 0), np.float16), [], [])
     assert StackData(nothing, reviewed, threshold_from_labelled_only=True).combined().ordinary is None
+
+
+def test_two_training_runs_on_the_same_data_in_the_same_second_are_two_versions() -> None:
+    # GIVEN the same photos trained twice within one second (a nightly retrain next to a person's `train`)
+    from datetime import UTC, datetime
+
+    rng = np.random.default_rng(3)
+    features, labels = _photos(120, rng)
+    first, second = (
+        fit(
+            _labelled(features, labels, None),
+            backbone="bb",
+            target_precision=TARGET,
+            gate=0.5,
+            now=datetime(2026, 12, 4, 17, 0, 0, micro, tzinfo=UTC),
+        )
+        for micro in (1000, 900_000)
+    )
+    # THEN the weights are the same, yet each run publishes under an id of its own (publishing never overwrites)
+    assert np.array_equal(first.weights, second.weights)
+    assert first.version != second.version and first.version[:16] == second.version[:16] == "20261204T170000Z"

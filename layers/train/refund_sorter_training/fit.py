@@ -141,8 +141,12 @@ def fit(
     weights, bias, _ = fit_weights(features, labels, c=c_value, seed=seed)
     seconds = time.perf_counter() - started
 
-    created = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
-    digest = hashlib.sha256(weights.tobytes() + bias.tobytes() + "\n".join(departments).encode()).hexdigest()
+    # A version names one training run: the digest also takes the exact instant, so two runs on the same data in
+    # the same second (a nightly retrain next to a person's `train`) are two versions, not a refused publish.
+    instant = (now or datetime.now(UTC)).astimezone(UTC)
+    created = instant.replace(microsecond=0)
+    run = weights.tobytes() + bias.tobytes() + "\n".join(departments).encode() + instant.isoformat().encode()
+    digest = hashlib.sha256(run).hexdigest()
     version = f"{created:%Y%m%dT%H%M%SZ}-{digest[:8]}"
     threshold = choose_threshold(probabilities, labels[holdout_rows], target_precision, bound_z=bound_z)
     metrics = measure(probabilities, labels[holdout_rows], departments, threshold)
