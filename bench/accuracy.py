@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
-from bench.clothing import DEFAULT_DATASETS, evaluate_head, evaluate_taxonomy, list_split, train_head
+from bench.clothing import DEFAULT_DATASETS, clothing_small, evaluate_head, evaluate_taxonomy, list_split, train_head
 from bench.common import ROOT
 from bench.preprocessing import PREPROCESSING_JSON
 from bench.preprocessing import to_markdown as preprocessing_section
@@ -45,9 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", type=Path, default=DEFAULT_DATASETS, help="default: %(default)s")
     args = parser.parse_args(argv)
-    dataset = args.datasets / "clothing-small"
-    if not (dataset / "train").is_dir() or not (dataset / "validation").is_dir():
-        print(f"make accuracy: no dataset at {dataset} (../shared/datasets next to the repo); nothing measured")
+    dataset = clothing_small(args.datasets, "make accuracy")
+    if dataset is None:
         return 0
 
     from refund_sorter.config import Settings

@@ -44,7 +44,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
-from bench.accuracy import DEFAULT_DATASETS, ROOT, evaluate_head, list_split
+from bench.clothing import DEFAULT_DATASETS, clothing_small, evaluate_head, list_split
+from bench.common import ROOT
 
 if TYPE_CHECKING:
     from refund_sorter.config import Settings
@@ -371,9 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.report_only:
         write_reports(json.loads(RESULTS_JSON.read_text(encoding="utf-8")))
         return 0
-    dataset = args.datasets / "clothing-small"
-    if not (dataset / "train").is_dir() or not (dataset / "validation").is_dir():
-        print(f"make bench-backbones: no dataset at {dataset}; nothing measured")
+    dataset = clothing_small(args.datasets, "make bench-backbones")
+    if dataset is None:
         return 0
     paths = {name: model_path(name) for name in args.backbones}
     absent = [f"{name} ({path})" for name, path in paths.items() if not path.is_file()]

@@ -21,6 +21,16 @@ DEFAULT_DATASETS: Final = ROOT.parent / "shared" / "datasets"
 THREE_WAY: Final = {"hat": "hat", "shoes": "shoes"}  # every other class is "clothing"
 
 
+def clothing_small(datasets: Path, command: str) -> Path | None:
+    """``datasets/clothing-small`` when its train/ and validation/ are there; otherwise ``None``, after saying so
+    (a user's clone has no ../shared: a benchmark then measures nothing and exits 0)."""
+    dataset = datasets / "clothing-small"
+    if (dataset / "train").is_dir() and (dataset / "validation").is_dir():
+        return dataset
+    print(f"{command}: no dataset at {dataset} (../shared/datasets next to the repo); nothing measured")
+    return None
+
+
 def three_way(department: str) -> str:
     return THREE_WAY.get(department, "clothing")
 

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
-from bench.clothing import DEFAULT_DATASETS
+from bench.clothing import DEFAULT_DATASETS, clothing_small
 from bench.common import ROOT
 
 if TYPE_CHECKING:
@@ -507,9 +507,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         write_reports(json.loads(DETAILS_JSON.read_text(encoding="utf-8")))
         return 0
-    dataset = args.datasets / "clothing-small"
-    if not (dataset / "train").is_dir() or not (dataset / "validation").is_dir():
-        print(f"make bench-loop: no dataset at {dataset} (../shared/datasets next to the repo); nothing measured")
+    dataset = clothing_small(args.datasets, "make bench-loop")
+    if dataset is None:
         return 0
 
     from refund_sorter.config import Settings

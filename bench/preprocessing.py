@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 from PIL import Image
 
-from bench.clothing import DEFAULT_DATASETS, evaluate_head, evaluate_taxonomy, list_split, train_head
+from bench.clothing import DEFAULT_DATASETS, clothing_small, evaluate_head, evaluate_taxonomy, list_split, train_head
 from bench.common import ROOT
 
 if TYPE_CHECKING:
@@ -231,9 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tweaks", nargs="*", default=[], metavar="VARIANT", help="training tweaks on these")
     parser.add_argument("--variants", nargs="*", default=list(GEOMETRY), choices=list(GEOMETRY), help="default: all")
     args = parser.parse_args(argv)
-    dataset = args.datasets / "clothing-small"
-    if not (dataset / "train").is_dir():
-        print(f"no dataset at {dataset}; nothing measured")
+    dataset = clothing_small(args.datasets, "python -m bench.preprocessing")
+    if dataset is None:
         return 0
 
     from refund_sorter.config import Settings
